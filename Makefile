@@ -1,21 +1,23 @@
-# Two commands for a fresh machine:  `make demo`  and  `make test`.
-# Both create .venv (idempotently) and install what they need.
+# easyanimate: two commands for a fresh machine, `make demo` and `make test`.
+# Both first set up .venv (idempotently: torch==2.13.0 unless one is importable, then `pip install -e ".[dev]"`).
+# Use another environment (say one with a CUDA torch) with `make demo VENV=/path/to/env`.
 SHELL := /bin/bash
 PY ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
+PROMPT ?= a red circle moving to the right on a white background
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
+export BIN
 
-.PHONY: demo test setup docs check-sync clean
+.PHONY: setup demo test docs readme export clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# torch first, pinned, so nothing later can pull a newer (CUDA) build
+# torch first and pinned, so that nothing installed later pulls in another (multi-GB CUDA) build
 $(VENV)/.installed: $(BIN)/python settings.ini setup.py
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
@@ -23,10 +25,19 @@ $(VENV)/.installed: $(BIN)/python settings.ini setup.py
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/easyanimate generate "a red circle moving left" --out samples/
-
-check-sync: setup
-	bash scripts/check_sync.sh
+	$(BIN)/easyanimate generate "$(PROMPT)" --out samples/
 
 test: setup
 	bash scripts/test.sh
+
+docs: setup
+	$(BIN)/python scripts/render_docs.py site --out _docs --execute
+
+readme: setup
+	$(BIN)/python scripts/render_docs.py meta
+
+export: setup
+	$(BIN)/nbdev_export
+
+clean: setup
+	$(BIN)/nbdev_clean
