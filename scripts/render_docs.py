@@ -181,8 +181,8 @@ def _for_nbconvert(nb):
     return nbformat.reads(json.dumps(nb), as_version=4)   # reads joins multi-line strings as nbconvert expects
 
 def _copy_media(body, src_dir, out, page):
-    "Copy local files that the page shows (src=...) into `out/media/` and point the page at the copies."
-    def _sub(m):
+    "Copy local files that the page's media tags show into `out/media/` and point the tags at the copies."
+    def _attr(m):
         ref = m.group(2)
         if re.match(r'^([a-z]+:|#|//)', ref): return m.group(0)
         f = Path(ref) if Path(ref).is_absolute() else src_dir/ref
@@ -191,7 +191,9 @@ def _copy_media(body, src_dir, out, page):
         (out/'media').mkdir(exist_ok=True)
         shutil.copy2(f, out/'media'/name)
         return f'{m.group(1)}="media/{name}"'
-    return re.sub(r'\b(src|poster)="([^"]+)"', _sub, body)
+    # real tags only: in a code listing the same text is escaped (&lt;video ...) and stays as written
+    tag = lambda m: re.sub(r'\b(src|poster)="([^"]+)"', _attr, m.group(0))
+    return re.sub(r'<(?:img|video|source|audio)\b[^>]*>', tag, body)
 
 def _fix_links(body, pages, site_url):
     "Links to notebooks go to their pages; nbdev's doc links to the published site stay inside this one."
