@@ -158,6 +158,10 @@ def _embed_unshown_images(out):
             b64 = ''.join(data[mime]).replace('\n', '')
             data['text/html'] = f'<img src="data:{mime};base64,{b64}"/>'
 
+def _pandoc_links(md):
+    "Pandoc's `[text](url){attrs}` (show_doc's source link) as an HTML link: plain markdown would show the braces."
+    return re.sub(r'\[([^\]]+)\]\(([^)\s]+)\)\{([^}]*)\}', r'<a href="\2" \3>\1</a>', md)
+
 def _for_nbconvert(nb):
     "A plain nbformat notebook honouring Quarto's `include`, `echo` and `output` cell options."
     import nbformat
@@ -169,12 +173,15 @@ def _for_nbconvert(nb):
         keep = {'cell_type', 'source', 'metadata', 'id'} | ({'outputs', 'execution_count'} if cell['cell_type'] == 'code' else set())
         cell = {k: v for k, v in cell.items() if k in keep}
         cell.setdefault('metadata', {})
+        if cell['cell_type'] == 'markdown': cell['source'] = _pandoc_links(cell['source'])
         if cell['cell_type'] == 'code':
             opts, cell['source'] = quarto_options(cell)
             if opts.get('include') == 'false': continue
             if opts.get('echo') == 'false' or not cell['source'].strip(): cell['metadata']['transient'] = {'remove_source': True}
             if opts.get('output') == 'false': cell['outputs'] = []
-            for o in cell.get('outputs', []): _embed_unshown_images(o)
+            for o in cell.get('outputs', []):
+                _embed_unshown_images(o)
+                if 'text/markdown' in o.get('data', {}): o['data']['text/markdown'] = _pandoc_links(''.join(o['data']['text/markdown']))
             cell.setdefault('execution_count', None); cell.setdefault('outputs', [])
         cells.append(cell)
     nb = {'cells': cells, 'metadata': {'language_info': {'name': 'python'}}, 'nbformat': 4, 'nbformat_minor': 5}
@@ -276,7 +283,9 @@ def site(nbs, out, execute=False, workers=2):
     from nbdev.config import get_config
     cfg, nbs, out = get_config(), Path(nbs), Path(out)
     from nbdev.doclinks import _nbpath2html
-    order = sidebar_order(nbs) if (nbs/'sidebar.yml').exists() else [p.name for p in chapters(nbs)]
+    names = [p.name for p in chapters(nbs)]
+    listed = sidebar_order(nbs) if (nbs/'sidebar.yml').exists() else []
+    order = [n for n in listed if n in names] + [n for n in names if n not in listed]   # a stale sidebar.yml loses no page
     entries = [(n, 'index.html' if n == INDEX else _nbpath2html(Path(n)).name, title_summary(nbs/n)[0]) for n in order]
     shutil.rmtree(out, ignore_errors=True)
     (out/'assets').mkdir(parents=True)
