@@ -1,0 +1,86 @@
+"End-to-end checks of the demo evaluation: detectors on known clips, scoring, the pipeline wrapper and the CLI functions."
+import argparse, json
+from types import SimpleNamespace
+import numpy as np
+import pytest
+import torch
+from easyanimate.utils import EasyAnimateError
+from easyanimate.shapes import COLOURS, SHAPES, DIRECTIONS, ClipSpec, render_clip, write_clip, read_clip, eval_prompts, parse_caption
+from easyanimate.evaluate import (analyse_clip, detect_colour, detect_direction, temporal_smoothness, label_components, degrade,
+                                  evaluate, render_generate_fn, pipeline_generate_fn, add_evaluate_args, evaluate_from_args)
+
+
+def _specs():
+    return [ClipSpec(c, SHAPES[i % 3], list(DIRECTIONS)[i % 4], ('small', 'big')[i % 2], ('slow', 'fast')[(i // 2) % 2], seed=i)
+            for i, c in enumerate(COLOURS)]
+
+
+def test_detectors_read_rendered_and_degraded_clips(tmp_path):
+    for i, spec in enumerate(_specs()):
+        clip = render_clip(spec)
+        back = read_clip(write_clip(clip, tmp_path / f'{i}.mp4', pix_fmt='yuv420p', crf=18))   # the lossy kind
+        for c in (clip, back, degrade(back, noise=15, blur=1, wash=0.3, seed=i)):
+            a = analyse_clip(c)
+            assert (a['colour'], a['direction']) == (spec.colour, spec.direction), (spec, a)
+        assert detect_colour(clip) == spec.colour and detect_direction(clip) == spec.direction
+
+
+def test_smoothness_tells_smooth_from_jumpy():
+    clip = render_clip(ClipSpec('cyan', 'square', 'left', 'big', 'fast', seed=3))
+    s = temporal_smoothness(clip)
+    assert s['jitter'] < 0.05 and s['flicker'] == 0
+    assert temporal_smoothness(clip[np.random.default_rng(1).permutation(16)])['jitter'] > 5
+    assert detect_direction(np.repeat(clip[:1], 8, 0)) == 'none'
+    assert detect_colour(np.full((4, 32, 32, 3), 40, np.uint8)) == 'none'
+
+
+def test_labels_match_a_flood_fill():
+    m = np.random.default_rng(0).random((2, 24, 30)) < 0.55
+    lab = label_components(m)
+    for f in range(2):  # same partition: pixels share a label iff 4-connected
+        for y, x in zip(*np.nonzero(m[f])):
+            for dy, dx in ((0, 1), (1, 0)):
+                if y + dy < 24 and x + dx < 30 and m[f, y + dy, x + dx]: assert lab[f, y, x] == lab[f, y + dy, x + dx]
+    assert len(np.unique(lab[m])) == len(np.unique(lab)) - 1 and (lab[~m] == 0).all()
+    assert len(np.unique(lab)) > 10
+
+
+def test_evaluate_scores_right_and_wrong_generators():
+    prompts = eval_prompts(4, 3, seed=2)
+    r = evaluate(render_generate_fn(), prompts, verbose=False)
+    assert [r[k]['both_ok'] for k in ('seen', 'held_out', 'all')] == [1.0, 1.0, 1.0] and r['held_out']['n'] == 3
+    json.dumps(r)
+    flip = dict(left='right', right='left', up='down', down='up')
+    def backwards(prompt, seed):
+        w = parse_caption(prompt)
+        return render_clip(ClipSpec(w['colour'], w['shape'], flip[w['direction']], w['size'], seed=seed))
+    r = evaluate(backwards, prompts, verbose=False)
+    assert (r['all']['colour_ok'], r['all']['direction_ok'], r['all']['both_ok']) == (1.0, 0.0, 0.0)
+
+
+def test_pipeline_generate_fn_calls_the_pipeline_as_agreed():
+    from easyanimate.samplers import get_scheduler
+    calls = []
+    class Pipe:
+        scheduler = get_scheduler('DDIM')
+        def __call__(self, prompt, generator, **kw):
+            calls.append(dict(kw, scheduler=type(self.scheduler).__name__))
+            clip = render_generate_fn(kw['video_length'], kw['height'])(prompt, generator.initial_seed())
+            return SimpleNamespace(frames=clip[None].astype(np.float32) / 255)   # [1, F, H, W, 3] float
+    pipe = Pipe()
+    gen = pipeline_generate_fn(pipe, steps=3, sampler='dpm++', guidance=5.0, n_frames=8, size=32)
+    frames = gen('a big red circle moving left', 7)
+    assert frames.shape == (8, 32, 32, 3) and frames.dtype == np.uint8
+    assert calls[0] == dict(video_length=8, height=32, width=32, output_type='np', num_inference_steps=3, guidance_scale=5.0,
+                            scheduler='DPMSolverMultistepScheduler')
+    assert type(pipe.scheduler).__name__ == 'DDIMScheduler'
+
+
+def test_cli_functions(tmp_path):
+    parser = add_evaluate_args(argparse.ArgumentParser())
+    out = tmp_path / 'r.json'
+    r = evaluate_from_args(parser.parse_args(['--oracle', '--seen', '2', '--held-out', '2', '--json', str(out), '--min-seen', '0.9']))
+    assert json.loads(out.read_text())['all']['both_ok'] == r['all']['both_ok'] == 1.0
+    with pytest.raises(EasyAnimateError, match='exactly one of --model'): evaluate_from_args(parser.parse_args([]))
+    with pytest.raises(EasyAnimateError, match='below the required 101%'):
+        evaluate_from_args(parser.parse_args(['--oracle', '--seen', '1', '--held-out', '0', '--min-seen', '1.01']))
