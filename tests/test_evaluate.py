@@ -84,3 +84,19 @@ def test_cli_functions(tmp_path):
     with pytest.raises(EasyAnimateError, match='exactly one of --model'): evaluate_from_args(parser.parse_args([]))
     with pytest.raises(EasyAnimateError, match='below the required 101%'):
         evaluate_from_args(parser.parse_args(['--oracle', '--seen', '1', '--held-out', '0', '--min-seen', '1.01']))
+
+
+def test_evaluate_runs_on_a_real_tiny_pipeline(tmp_path):
+    "The wrapper and the CLI path against an EasyAnimatePipeline of tiny random components (scores are chance level)."
+    tiny = pytest.importorskip('easyanimate.tiny')
+    from easyanimate.shapes import caption_vocabulary
+    pipe = tiny.tiny_pipeline(words=caption_vocabulary())
+    pipe.set_progress_bar_config(disable=True)
+    gen = pipeline_generate_fn(pipe, steps=2, sampler='DDIM', guidance=3.0, n_frames=8, size=32)
+    assert gen('a big red circle moving left', 0).shape == (8, 32, 32, 3)
+    pipe.save_pretrained(tmp_path / 'model')
+    args = add_evaluate_args(argparse.ArgumentParser()).parse_args(
+        ['--model', str(tmp_path / 'model'), '--seen', '1', '--held-out', '1', '--steps', '2', '--frames', '8', '--size', '32', '--device', 'cpu'])
+    r = evaluate_from_args(args)
+    assert (r['seen']['n'], r['held_out']['n']) == (1, 1)
+    assert all(0 <= r['all'][k] <= 1 for k in ('colour_ok', 'direction_ok', 'both_ok'))
