@@ -133,6 +133,21 @@ def test_fresh_model_is_pixart_frame_by_frame(pixart_folder):
     assert diff < 1e-5, f"max abs diff to diffusers PixArt frame by frame: {diff:.3e}"
 
 
+def test_from_pretrained_2d_reads_the_released_config_layout(pixart_folder, tmp_path):
+    "PixArt-XL-2-512x512/transformer/config.json is a `Transformer2DModel` config with a few more (unused) fields."
+    root, _ = pixart_folder
+    folder = tmp_path / 'PixArt-XL-2-512x512' / 'transformer'; folder.mkdir(parents=True)
+    cfg = {k: v for k, v in json.loads((root / 'transformer' / 'config.json').read_text()).items()
+           if k not in ('interpolation_scale', 'use_additional_conditions')}
+    cfg.update(_class_name='Transformer2DModel', _diffusers_version='0.22.0.dev0', num_vector_embeds=None, use_linear_projection=False,
+               only_cross_attention=False, double_self_attention=False)
+    (folder / 'config.json').write_text(json.dumps(cfg))
+    (folder / 'diffusion_pytorch_model.safetensors').symlink_to(root / 'transformer' / 'diffusion_pytorch_model.safetensors')
+    model = Transformer3DModel.from_pretrained_2d(folder.parent, subfolder='transformer', transformer_additional_kwargs=V1_ADDITIONAL_KWARGS)
+    assert model.config.basic_block_type == 'motionmodule' and model.config.motion_module_kwargs['block_size'] == 2
+    assert model.config.num_layers == 2 and model.config.caption_channels == 24
+
+
 def test_from_pretrained_2d_errors(pixart_folder, tmp_path):
     root, _ = pixart_folder
     with pytest.raises(EasyAnimateError, match="subfolder='transformer'"): Transformer3DModel.from_pretrained_2d(root)
