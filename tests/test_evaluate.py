@@ -100,3 +100,19 @@ def test_evaluate_runs_on_a_real_tiny_pipeline(tmp_path):
     r = evaluate_from_args(args)
     assert (r['seen']['n'], r['held_out']['n']) == (1, 1)
     assert all(0 <= r['all'][k] <= 1 for k in ('colour_ok', 'direction_ok', 'both_ok'))
+
+
+def test_dataset_labels_survive_the_training_data_layer(tmp_path):
+    "make_dataset -> easyanimate.data (decord, sampling, crop, [-1, 1]) keeps colour and direction, unless flipped."
+    from easyanimate.data import load_samples, VideoImageDataset
+    from easyanimate.shapes import make_dataset
+    samples = load_samples(train_data_meta=str(make_dataset(tmp_path, n_clips=12, seed=3, n_images=2)))
+    def kept(random_flip):
+        ds = VideoImageDataset(samples, video_sample_size=64, video_sample_stride=1, video_sample_n_frames=16, random_flip=random_flip)
+        out = []
+        for ex in (ds[i] for i in range(len(ds))):
+            a, w = analyse_clip((ex['pixel_values'].permute(0, 2, 3, 1) + 1) / 2), parse_caption(ex['text'])
+            out.append(a['colour'] == w['colour'] and a['direction'] == w.get('direction', 'none'))
+        return np.mean(out)
+    assert kept(False) == 1.0
+    assert kept(True) < 1.0   # mirrored left/right clips contradict their captions: train the demo without random_flip
