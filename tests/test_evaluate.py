@@ -19,7 +19,7 @@ def test_detectors_read_rendered_and_degraded_clips(tmp_path):
     for i, spec in enumerate(_specs()):
         clip = render_clip(spec)
         back = read_clip(write_clip(clip, tmp_path / f'{i}.mp4', pix_fmt='yuv420p', crf=18))   # the lossy kind
-        for c in (clip, back, degrade(back, noise=15, blur=1, wash=0.3, seed=i)):
+        for c in (clip, back, degrade(back, noise=30, blur=1, wash=0.5, seed=i), degrade(clip, wash=0.65)):
             a = analyse_clip(c)
             assert (a['colour'], a['direction']) == (spec.colour, spec.direction), (spec, a)
         assert detect_colour(clip) == spec.colour and detect_direction(clip) == spec.direction
