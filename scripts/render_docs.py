@@ -2,7 +2,7 @@
 """The documentation site and README from `nbs/`, offline: no Quarto needed.
 
     python scripts/render_docs.py meta [--check]   # nbs/sidebar.yml, chapter list in nbs/index.ipynb, README.md
-    python scripts/render_docs.py site [--out _docs] [--execute] [--workers 2]
+    python scripts/render_docs.py site [--out _docs] [--execute] [--workers 2] [nbs/NN_name.ipynb ...]
 
 `meta` rewrites what follows from the notebooks' names and titles: `nbs/sidebar.yml` (reading order, read by Quarto's
 `nbdev_docs` and by `site`), the chapter list in `nbs/index.ipynb`, and `README.md` from `nbs/index.ipynb` (what
@@ -278,7 +278,7 @@ img, video { max-width: 100%; }
 @media (max-width: 50rem) { .ea-sidebar { position: static; width: auto; border-right: 0; } .ea-page { margin-left: 0; } }
 '''
 
-def site(nbs, out, execute=False, workers=2):
+def site(nbs, out, execute=False, workers=2, only=()):
     "Write the whole site into `out`; returns [(notebook, seconds, error or None)]."
     from nbdev.config import get_config
     cfg, nbs, out = get_config(), Path(nbs), Path(out)
@@ -292,10 +292,16 @@ def site(nbs, out, execute=False, workers=2):
     (out/'assets'/'site.css').write_text(SITE_CSS)
     if (nbs/'styles.css').exists(): shutil.copy2(nbs/'styles.css', out/'styles.css')
     site_url = cfg.get('doc_host', '') + cfg.get('doc_baseurl', '')
-    jobs = [(str(nbs/n), str(out), execute, entries, cfg.get('title', cfg.lib_name), site_url) for n in order]
-    # one fresh process per notebook, as nbdev does: notebooks must not see each other's state
-    with multiprocessing.get_context('spawn').Pool(max(1, workers), maxtasksperchild=1) as pool:
-        return pool.map(render_page, jobs, chunksize=1)
+    only = {Path(o).name for o in only}
+    jobs = [(str(nbs/n), str(out), execute, entries, cfg.get('title', cfg.lib_name), site_url)
+            for n in order if not only or n in only]
+    # A notebook that runs gets a fresh process, so it cannot see another's state; without running, workers are
+    # reused as in nbdev_proc_nbs (show_doc gets a fresh kernel per notebook anyway), which saves the imports.
+    # A worker that dies raises BrokenProcessPool here rather than hanging.
+    from concurrent.futures import ProcessPoolExecutor
+    kw = {'max_tasks_per_child': 1} if execute and sys.version_info >= (3, 11) else {}
+    with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context('spawn'), **kw) as pool:
+        return list(pool.map(render_page, jobs))
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -306,12 +312,13 @@ def main(argv=None):
     s.add_argument('--out', default='_docs')
     s.add_argument('--execute', action='store_true', help='run each notebook first, so its outputs are fresh')
     s.add_argument('--workers', type=int, default=2)
+    s.add_argument('notebooks', nargs='*', help='build only these pages (default: all)')
     args = p.parse_args(argv)
     from nbdev.config import get_config
     nbs = get_config().nbs_path
     if args.cmd == 'meta': return meta(nbs, args.check)
     start = time.time()
-    results = site(nbs, args.out, args.execute, args.workers)
+    results = site(nbs, args.out, args.execute, args.workers, args.notebooks)
     for name, t, err in sorted(results, key=lambda o: -o[1]): print(f"  {t:6.1f}s  {name}{'  FAILED' if err else ''}")
     failed = [(name, err) for name, _, err in results if err]
     for name, err in failed: print(f'\ndocs: {name} failed:\n{err}', file=sys.stderr)
@@ -319,4 +326,8 @@ def main(argv=None):
     print(f"docs: {len(results)} pages in {args.out}/ ({'executed' if args.execute else 'saved outputs'}) "
           f"in {time.time() - start:.0f}s; open {args.out}/index.html")
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    # Workers find `render_page` in this module by name: IPython's shell replaces `__main__` in a worker it ran in.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import render_docs
+    render_docs.main()
