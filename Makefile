@@ -16,10 +16,12 @@ export BIN
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# torch first and pinned, so that nothing installed later pulls in another (multi-GB CUDA) build
+# torch first (2.13.0, CPU build here), then the package with whatever torch is there held fixed, so that no
+# dependency can drag in another (multi-GB CUDA) torch: pip picks versions of the others that work with it instead
 $(VENV)/.installed: $(BIN)/python settings.ini setup.py
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	$(BIN)/python -m pip install -q -e ".[dev]" -c $(VENV)/torch-pin.txt
 	touch $@
 
 setup: $(VENV)/.installed

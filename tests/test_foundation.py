@@ -36,7 +36,8 @@ def test_readme_gives_two_commands_and_ci_runs_the_test_one():
     dry = run(['make', '-n', 'demo', 'test', 'VENV=/nonexistent/venv'], ROOT).stdout
     torch_at = dry.index('pip install -q torch==2.13.0')
     assert 'import torch' in dry[:torch_at], 'torch is only installed when none is importable'
-    assert torch_at < dry.index('pip install -q -e ".[dev]"'), 'the pinned torch goes in first'
+    assert torch_at < dry.index('pip install -q -e ".[dev]" -c /nonexistent/venv/torch-pin.txt'), \
+        'the pinned torch goes in first, then the package with that torch held fixed'
     assert 'easyanimate generate' in dry and 'bash scripts/test.sh' in dry
 
 def test_chapters_come_in_file_name_order_after_the_index(tmp_path):
