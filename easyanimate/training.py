@@ -17,14 +17,17 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'V1_ALIASES', 'MIXED_PRECISIONS', 'LR_SCHEDULERS', 'CHECKPOINT_RE', 'LOG_COLUMNS', 'ADDED_COND_KWARGS',
-           'EXPORT_NAMES', 'TrainConfig', 'option_names', 'make_config', 'read_config_file', 'parse_overrides',
-           'train_config', 'check_config', 'make_train_scheduler', 'mean_flat', 'normal_kl',
-           'approx_standard_normal_cdf', 'discretized_gaussian_log_likelihood', 'DiffusionObjective',
+           'EXPORT_NAMES', 'PIPELINE_PARTS', 'TRAINABLE_FILE', 'TrainConfig', 'option_names', 'make_config',
+           'read_config_file', 'parse_overrides', 'train_config', 'check_config', 'make_train_scheduler', 'mean_flat',
+           'normal_kl', 'approx_standard_normal_cdf', 'discretized_gaussian_log_likelihood', 'DiffusionObjective',
            'list_checkpoints', 'checkpoint_step', 'resolve_resume', 'commit_checkpoint', 'prune_checkpoints',
            'MetricsLog', 'smooth', 'plot_losses', 'Trainee', 'select_trainable', 'export_kind', 'export_state_dict',
-           'export_weights']
+           'export_weights', 'transformer_kwargs', 'load_models', 'encode_latents', 'tokenize', 'diffusion_loss',
+           'RunState', 'TrainingDiverged', 'TrainResult', 'make_lr_scheduler', 'make_data', 'register_checkpoint_hooks',
+           'EMASwap', 'export_run', 'save_checkpoint', 'save_sanity_check', 'run_validation', 'check_finite',
+           'build_trainee', 'scaled_lr', 'train', 'add_train_args', 'args_to_config', 'train_from_args', 'main']
 
-# %% ../nbs/11_training.ipynb #0676ad1e
+# %% ../nbs/11_training.ipynb #44f23258
 @dataclass
 class TrainConfig:
     "Every option of a training run (v1's argument names)."
@@ -91,11 +94,12 @@ class TrainConfig:
     validation_guidance_scale: float = 7.0
     validation_sampler: str = 'Euler A'
     validation_format: str = 'gif'                     # gif or mp4
+    validation_video_length: int | None = None         # None: video_sample_n_frames (1 for image-only data)
     logging_steps: int = 1
     report_to: str = 'csv'                             # csv, or tensorboard (CSV is always written)
     sanity_check: bool = True                          # save the first batch as gifs, as v1 does
 
-# %% ../nbs/11_training.ipynb #e6b60c14
+# %% ../nbs/11_training.ipynb #fcacd41b
 V1_ALIASES = {'sample_size': 'video_sample_size', 'sample_stride': 'video_sample_stride',
               'sample_n_frames': 'video_sample_n_frames', 'resolution': 'image_sample_size'}
 MIXED_PRECISIONS = ('no', 'fp16', 'bf16')
@@ -106,27 +110,32 @@ def option_names(): return [f.name for f in fields(TrainConfig)]
 _TRUE, _FALSE = ('true', '1', 'yes', 'on', 'y'), ('false', '0', 'no', 'off', 'n')
 
 def _convert(name, value, annotation):
+    "`value` (typed, or a string from the command line) as option `name`'s type `annotation`."
     kinds = [k.strip() for k in str(annotation).split('|')]
-    if value is None or (isinstance(value, str) and value.lower() in ('none', 'null') and 'None' in kinds):
-        if 'None' in kinds: return None
+    kind, optional = kinds[0], 'None' in kinds
+    if isinstance(value, str) and optional and value.strip().lower() in ('none', 'null', '~', ''): return None
+    if value is None:
+        if optional: return None
         raise EasyAnimateError(f"option {name} cannot be empty")
-    kind = kinds[0]
     try:
+        if kind == 'str':
+            if isinstance(value, bool): return 'yes' if value else 'no'  # YAML 1.1 reads `mixed_precision: no` as False
+            if isinstance(value, (str, int, float)): return str(value)
+            raise ValueError
         if kind == 'bool':
-            if isinstance(value, str) and value.lower() in _TRUE + _FALSE: return value.lower() in _TRUE
+            if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE: return value.strip().lower() in _TRUE
             if isinstance(value, (bool, int)) and value in (0, 1): return bool(value)
             raise ValueError
         if kind == 'int':
             if isinstance(value, bool) or float(value) != int(float(value)): raise ValueError
             return int(float(value))
-        if kind == 'float': return float(value)
-        if kind == 'str': return str(value)
+        if kind == 'float':
+            if isinstance(value, bool): raise ValueError
+            return float(value)
+        if isinstance(value, str): value = yaml.safe_load(value) if kind == 'dict' or value.lstrip().startswith('[') else [value]
         if kind == 'list': return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
-        if kind == 'dict':
-            if isinstance(value, str): value = yaml.safe_load(value)
-            if not isinstance(value, dict): raise ValueError
-            return value
-    except (ValueError, TypeError): pass
+        if kind == 'dict' and isinstance(value, dict): return value
+    except (ValueError, TypeError, yaml.YAMLError): pass
     raise EasyAnimateError(f"option {name} must be a {kind}, got {value!r}")
 
 def make_config(options: dict) -> TrainConfig:
@@ -137,7 +146,7 @@ def make_config(options: dict) -> TrainConfig:
     types = {f.name: f.type for f in fields(TrainConfig)}
     return TrainConfig(**{k: _convert(k, v, types[k]) for k, v in options.items()})
 
-# %% ../nbs/11_training.ipynb #7c926d6a
+# %% ../nbs/11_training.ipynb #3c934f48
 def read_config_file(path) -> dict:
     "The options in a YAML or JSON file (a mapping of option names to values)."
     path = Path(path)
@@ -148,21 +157,22 @@ def read_config_file(path) -> dict:
     return options
 
 def parse_overrides(overrides) -> dict:
-    "`['key=value', ...]` -> dict, values read as YAML."
+    "`['key=value', ...]` -> dict of strings (each converted to its option's type by `make_config`)."
     out = {}
     for item in overrides or ():
         key, sep, value = item.partition('=')
         if not sep or not key.strip(): raise EasyAnimateError(f"override {item!r} must look like key=value")
-        try: out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError: out[key.strip()] = value
+        out[key.strip()] = value
     return out
 
+def _canonical(options): return {V1_ALIASES.get(k, k): v for k, v in options.items()}
+
 def train_config(config_file=None, overrides=(), **options) -> TrainConfig:
-    "Options from `config_file`, then `key=value` `overrides`, then keyword `options`, as a checked `TrainConfig`."
-    merged = {**(read_config_file(config_file) if config_file else {}), **parse_overrides(overrides), **options}
+    "Options from `config_file`, then keyword `options`, then `key=value` `overrides` (the last word wins), as a checked `TrainConfig`."
+    merged = {**_canonical(read_config_file(config_file) if config_file else {}), **_canonical(options), **_canonical(parse_overrides(overrides))}
     return check_config(make_config(merged))
 
-# %% ../nbs/11_training.ipynb #7d6c4ac1
+# %% ../nbs/11_training.ipynb #fb3046cf
 def check_config(c: TrainConfig) -> TrainConfig:
     "Raise `EasyAnimateError` for options that cannot work together; returns `c`."
     problems = []
@@ -172,6 +182,7 @@ def check_config(c: TrainConfig) -> TrainConfig:
     if c.lr_scheduler not in LR_SCHEDULERS: problems.append(f"lr_scheduler must be one of {LR_SCHEDULERS}")
     if c.report_to not in ('csv', 'tensorboard'): problems.append("report_to must be csv or tensorboard")
     if c.validation_format not in ('gif', 'mp4'): problems.append("validation_format must be gif or mp4")
+    if c.validation_video_length is not None and c.validation_video_length < 1: problems.append("validation_video_length must be at least 1 (or empty)")
     if c.max_train_steps is None and c.num_train_epochs is None: problems.append("set max_train_steps or num_train_epochs")
     for name in ('train_batch_size', 'gradient_accumulation_steps', 'checkpointing_steps', 'validation_steps', 'vae_mini_batch',
                  'video_sample_n_frames', 'video_sample_stride', 'video_sample_size', 'logging_steps', 'rank', 'bucket_divisor'):
@@ -315,17 +326,20 @@ def prune_checkpoints(output_dir, keep) -> list[Path]:
     for p in old: shutil.rmtree(p)
     return old
 
-# %% ../nbs/11_training.ipynb #5a51591e
+# %% ../nbs/11_training.ipynb #54fafb05
 LOG_COLUMNS = ('step', 'loss', 'mse', 'vb', 'lr', 'grad_norm', 'seconds', 'samples_per_second')
 
 class MetricsLog:
     "Per-step training metrics in a CSV file that survives resuming."
-    def __init__(self, path, resume_step=0):
-        self.path = Path(path)
-        kept = [r for r in self.rows() if int(r['step']) <= resume_step] if resume_step and self.path.exists() else []
+    def __init__(self, path): self.path = Path(path)
+
+    def start(self, resume_step=0):
+        "Begin logging after `resume_step`: drop the rows of later steps (all rows for a new run)."
+        kept = [r for r in self.rows() if int(r['step']) <= resume_step] if resume_step else []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp, open(tmp, 'w', newline='') as f:
             w = csv.DictWriter(f, LOG_COLUMNS); w.writeheader(); w.writerows(kept)
+        return self
 
     def add(self, **values):
         with open(self.path, 'a', newline='') as f:
@@ -416,3 +430,412 @@ def export_weights(trainee: Trainee, kind, path, dtype=None, metadata=None) -> P
     "Write the run's v1-format weights to a safetensors file (atomically)."
     sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in export_state_dict(trainee, kind).items()}
     return save_state_dict(sd, path, metadata={'format': 'pt', 'easyanimate_export': kind, **(metadata or {})})
+
+# %% ../nbs/11_training.ipynb #67fa52bb
+PIPELINE_PARTS = ('tokenizer', 'text_encoder', 'vae', 'transformer')
+
+def transformer_kwargs(config, root) -> dict:
+    "The v1 additional kwargs for the transformer: given, from a v1 YAML, or v1's motion module for a 2D base."
+    if config.transformer_additional_kwargs is not None: return dict(config.transformer_additional_kwargs)
+    if config.config_path:
+        kw = read_config_file(config.config_path).get('transformer_additional_kwargs')
+        if not isinstance(kw, dict): raise EasyAnimateError(f"{config.config_path} has no transformer_additional_kwargs mapping (see v1's config/easyanimate_video_motion_module_v1.yaml)")
+        return kw
+    from easyanimate.transformer import V1_ADDITIONAL_KWARGS
+    base = json.loads((Path(root) / 'transformer' / 'config.json').read_text()).get('_class_name')
+    return {} if base == 'Transformer3DModel' else dict(V1_ADDITIONAL_KWARGS)
+
+def load_models(config, weight_dtype=torch.float32) -> dict:
+    "Tokenizer, text encoder, VAE and video transformer of the run's base pipeline folder, with its extra weights loaded."
+    from transformers import AutoTokenizer, T5EncoderModel
+    from diffusers import AutoencoderKL
+    from easyanimate.transformer import Transformer3DModel, load_transformer_checkpoint, load_motion_module
+    root = Path(config.pretrained_model_name_or_path)
+    missing = [p for p in PIPELINE_PARTS if not (root / p).is_dir()]
+    if missing: raise EasyAnimateError(f"{root} is not a pipeline folder: no {', '.join(missing)} subfolder (expected {', '.join(PIPELINE_PARTS)})")
+    models = dict(tokenizer=AutoTokenizer.from_pretrained(root / 'tokenizer'),
+                  text_encoder=T5EncoderModel.from_pretrained(root / 'text_encoder', torch_dtype=weight_dtype),
+                  vae=AutoencoderKL.from_pretrained(root / 'vae'),
+                  transformer=Transformer3DModel.from_pretrained_2d(root, subfolder='transformer', transformer_additional_kwargs=transformer_kwargs(config, root)))
+    if config.transformer_path:
+        logger.info(f"transformer_path {config.transformer_path}: {load_transformer_checkpoint(models['transformer'], config.transformer_path).summary()}")
+    if config.motion_module_path:
+        logger.info(f"motion_module_path {config.motion_module_path}: {load_motion_module(models['transformer'], config.motion_module_path).summary()}")
+    return models
+
+# %% ../nbs/11_training.ipynb #9c0fc3af
+@torch.no_grad()
+def encode_latents(vae, pixel_values, mini_batch=32, dtype=None) -> torch.Tensor:
+    "Pixels [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, C, F, h, w], encoding `mini_batch` frames at a time."
+    b, f = pixel_values.shape[:2]
+    frames = pixel_values.flatten(0, 1).to(dtype or vae.dtype)
+    latents = torch.cat([vae.encode(frames[i:i + mini_batch]).latent_dist.sample() for i in range(0, len(frames), mini_batch)])
+    return (latents.unflatten(0, (b, f)).transpose(1, 2) * vae.config.scaling_factor).float()
+
+def tokenize(tokenizer, texts, max_length=120):
+    "T5 token ids and attention mask, padded to `max_length`."
+    return tokenizer(list(texts), max_length=max_length, padding='max_length', truncation=True, add_special_tokens=True, return_tensors='pt')
+
+def diffusion_loss(trainee, objective, latents, timesteps, noise, text) -> dict:
+    "Batch-mean loss terms of the model on `latents` noised to `timesteps`; `text` holds embeddings+mask or ids+mask."
+    x_t = objective.scheduler.add_noise(latents, noise, timesteps)
+    # torch 2.13 on CPU segfaults in GroupNorm's backward when its channels-last input needs no gradient but its weight
+    # does, which is the motion module's first layer when only the motion module trains; an input with grad avoids it
+    if x_t.device.type == 'cpu': x_t.requires_grad_(True)
+    out = trainee(x_t, timesteps, **text)
+    return {k: v.mean() for k, v in objective(out.float(), latents, x_t, noise, timesteps).items()}
+
+# %% ../nbs/11_training.ipynb #34a62734
+class RunState:
+    "Where a run is: optimizer steps done, epoch, batches consumed in the epoch, skipped samples."
+    def __init__(self): self.step, self.epoch, self.batch, self.skipped = 0, 0, 0, {}
+    def state_dict(self): return dict(step=self.step, epoch=self.epoch, batch=self.batch, skipped=dict(self.skipped))
+    def load_state_dict(self, sd):
+        self.step, self.epoch, self.batch, self.skipped = sd['step'], sd['epoch'], sd['batch'], dict(sd['skipped'])
+
+class TrainingDiverged(EasyAnimateError):
+    "The loss became NaN or infinite."
+
+@dataclass
+class TrainResult:
+    "What a finished run produced."
+    output_dir: Path
+    export_path: Path | None
+    steps: int
+    losses: list
+    skipped: dict
+    checkpoints: list
+
+# %% ../nbs/11_training.ipynb #199e217b
+def make_lr_scheduler(config, optimizer, max_steps, num_processes=1):
+    from diffusers.optimization import get_scheduler
+    return get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps * num_processes,
+                         num_training_steps=max_steps * num_processes)
+
+def make_data(config, num_replicas=1, rank=0):
+    "Dataset, batch sampler and loader of a run."
+    from easyanimate.data import load_samples, VideoImageDataset, BucketBatchSampler, aspect_buckets, make_dataloader
+    samples = load_samples(config.train_data_dir, config.train_data_meta, config.train_data_format, config.caption_column)
+    image_size = config.image_sample_size or config.video_sample_size
+    dataset = VideoImageDataset(samples, config.video_sample_size, config.video_sample_stride, config.video_sample_n_frames, image_size,
+                                config.video_min_frames, config.random_flip, config.caption_dropout, seed=config.seed or 0)
+    buckets = lambda size: aspect_buckets(size, config.bucket_divisor) if config.enable_bucket else None
+    sampler = BucketBatchSampler(samples, config.train_batch_size, config.seed or 0, buckets(config.video_sample_size), buckets(image_size),
+                                 config.video_sample_n_frames, config.random_frame_crop, num_replicas, rank)
+    return dataset, sampler, make_dataloader(dataset, sampler, config.dataloader_num_workers)
+
+TRAINABLE_FILE = 'trainable.safetensors'
+
+def register_checkpoint_hooks(accelerator, trainee):
+    "Make `save_state`/`load_state` keep only the trainable weights (DeepSpeed and FSDP save their own way)."
+    from accelerate.utils import DistributedType
+    own_way = (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    def save_hook(models, weights, output_dir):
+        if accelerator.distributed_type in own_way: return
+        weights.clear()
+        if accelerator.is_main_process: save_state_dict(accelerator.unwrap_model(trainee).trainable_state_dict(), Path(output_dir) / TRAINABLE_FILE)
+    def load_hook(models, input_dir):
+        if accelerator.distributed_type in own_way: return
+        models.clear()
+        accelerator.unwrap_model(trainee).load_trainable_state_dict(load_state_dict(Path(input_dir) / TRAINABLE_FILE), str(input_dir))
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+# %% ../nbs/11_training.ipynb #ca21a928
+class EMASwap:
+    "Context manager: the EMA weights in the model for the duration of the block (a no-op without EMA)."
+    def __init__(self, ema, params): self.ema, self.params = ema, params
+    def __enter__(self):
+        if self.ema is not None: self.ema.store(self.params); self.ema.copy_to(self.params)
+    def __exit__(self, *exc):
+        if self.ema is not None: self.ema.restore(self.params)
+
+def export_run(accelerator, trainee, kind, path, ema=None, params=()):
+    "Write the run's v1-format weights (EMA weights when there is an EMA) to `path` on the main process."
+    with EMASwap(ema, list(params)):  # save inside: the state dict shares storage with the live weights
+        sd = accelerator.get_state_dict(trainee)
+        if not accelerator.is_main_process: return None
+        if kind == 'lora': sd = {k[len('network.'):]: v for k, v in sd.items() if k.startswith('network.')}
+        else:
+            sd = {k[len('transformer.'):]: v for k, v in sd.items() if k.startswith('transformer.')}
+            if kind == 'motion_module': sd = {k: v for k, v in sd.items() if '.attn_temporal.' in k}
+        return save_state_dict(sd, path, metadata={'format': 'pt', 'easyanimate_export': kind})
+
+def save_checkpoint(accelerator, output_dir, step, trainee, kind, ema=None, params=(), keep=None) -> Path:
+    "Write `checkpoint-<step>` atomically (temporary folder, then rename), with the exported weights inside; prune old ones."
+    output_dir = Path(output_dir)
+    tmp, final = output_dir / f'.checkpoint-{step}.tmp', output_dir / f'checkpoint-{step}'
+    if accelerator.is_main_process: shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    export_run(accelerator, trainee, kind, tmp / EXPORT_NAMES[kind], ema, params)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        commit_checkpoint(tmp, final)
+        prune_checkpoints(output_dir, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+# %% ../nbs/11_training.ipynb #3960ff94
+def save_sanity_check(batch, folder):
+    "Save each clip of a batch as a gif named by its caption, as v1 does with the first batch."
+    from easyanimate.video_io import save_video
+    folder = Path(folder)
+    for i, (clip, text) in enumerate(zip(batch['pixel_values'], batch['text'])):
+        name = '-'.join(re.sub(r'[^\w ]', '', text).split()[:10]) or 'no-caption'
+        save_video(((clip.permute(1, 0, 2, 3) + 1) / 2).cpu(), folder / f'{i:02d}-{name}.gif', fps=8, overwrite=True)
+
+@torch.no_grad()
+def run_validation(config, models, transformer, step, output_dir, device, images_only=False) -> list[Path]:
+    "Generate a video per validation prompt with the model being trained and save it (gif or mp4; a png for 1 frame)."
+    frames = config.validation_video_length or (1 if images_only else config.video_sample_n_frames)
+    size = (config.image_sample_size or config.video_sample_size) if frames == 1 else config.video_sample_size
+    suffix = 'png' if frames == 1 else config.validation_format
+    from easyanimate.pipeline import EasyAnimatePipeline
+    from easyanimate.samplers import get_scheduler
+    from easyanimate.video_io import save_video
+    was_training, rng = transformer.training, torch.get_rng_state()
+    transformer.eval()
+    pipe = EasyAnimatePipeline(tokenizer=models['tokenizer'], text_encoder=models['text_encoder'], vae=models['vae'],
+                               transformer=transformer, scheduler=get_scheduler(config.validation_sampler))
+    pipe.set_progress_bar_config(disable=True)
+    paths = []
+    try:
+        for i, prompt in enumerate(config.validation_prompts):
+            video = pipe(prompt, negative_prompt=config.validation_negative_prompt, num_inference_steps=config.validation_num_inference_steps,
+                         guidance_scale=config.validation_guidance_scale, height=size, width=size, video_length=frames,
+                         generator=torch.Generator(device).manual_seed(config.seed or 0)).videos
+            paths.append(save_video(video[0], Path(output_dir) / 'validation' / f'step-{step:06d}-{i}.{suffix}', overwrite=True))
+    finally:
+        transformer.train(was_training); torch.set_rng_state(rng)
+    return paths
+
+# %% ../nbs/11_training.ipynb #fc6f279b
+def check_finite(values, step, batch, output_dir, mixed_precision):
+    "Raise `TrainingDiverged` when a logged loss term is NaN or infinite."
+    if all(math.isfinite(v) for v in values.values()): return
+    last = list_checkpoints(output_dir)
+    files = ', '.join(Path(p).name for p in batch.get('paths', [])[:4])
+    hints = ['a lower learning_rate', 'max_grad_norm'] + (['bf16 instead of fp16'] if mixed_precision == 'fp16' else [])
+    raise TrainingDiverged(f"training stopped at step {step}: the loss is not finite ({', '.join(f'{k} {v}' for k, v in values.items())}). "
+                           f"{'The last good checkpoint is ' + str(last[-1]) if last else 'No checkpoint was written yet'}; "
+                           f"resume from it with {', '.join(hints)}" + (f" (this batch: {files})" if files else '') + '.')
+
+# %% ../nbs/11_training.ipynb #486c9deb
+def _weight_dtype(mixed_precision):
+    return {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(mixed_precision, torch.float32)
+
+def build_trainee(config, models):
+    "Freeze what does not train, attach LoRA adapters if asked, and bundle the trainable modules."
+    from easyanimate.lora import LoRANetwork
+    for m in ('text_encoder', 'vae', 'transformer'): models[m].requires_grad_(False)
+    network = None
+    if config.lora:
+        network = LoRANetwork(models['transformer'], models['text_encoder'] if config.train_text_encoder else None,
+                              rank=config.rank, alpha=config.network_alpha).apply_to()
+    else: select_trainable(models['transformer'], config.trainable_modules)
+    if config.gradient_checkpointing:
+        models['transformer'].enable_gradient_checkpointing()
+        if config.train_text_encoder: models['text_encoder'].gradient_checkpointing_enable()
+    return Trainee(models['transformer'], network, models['text_encoder'] if config.train_text_encoder else None)
+
+def scaled_lr(config, num_processes):
+    "v1's `scale_lr`: the learning rate times sqrt(total batch / 256)."
+    if not config.scale_lr: return config.learning_rate
+    return config.learning_rate * math.sqrt(config.train_batch_size * num_processes * config.gradient_accumulation_steps / 256)
+
+# %% ../nbs/11_training.ipynb #5aad33da
+def train(config) -> TrainResult:
+    "Run (or resume) a training run described by a `TrainConfig` (or a dict of options)."
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed, gather_object
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+    config = check_config(config if isinstance(config, TrainConfig) else make_config(config))
+    out = Path(config.output_dir)
+    if config.report_to == 'tensorboard':
+        try: import tensorboard  # noqa: F401
+        except ImportError: raise EasyAnimateError("report_to=tensorboard needs the tensorboard package (pip install tensorboard); report_to=csv needs nothing") from None
+    acc = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps, mixed_precision=config.mixed_precision,
+                      log_with='tensorboard' if config.report_to == 'tensorboard' else None,
+                      project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / 'logs')))
+    weight_dtype = _weight_dtype(acc.mixed_precision)
+    if config.seed is not None: set_seed(config.seed)  # the same initial weights on every process
+    models = load_models(config, weight_dtype)
+    trainee = build_trainee(config, models)
+    params = [p for p in trainee.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=scaled_lr(config, acc.num_processes), betas=(config.adam_beta1, config.adam_beta2),
+                                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+    dataset, sampler, loader = make_data(config, acc.num_processes, acc.process_index)
+    max_steps = config.max_train_steps
+    if config.num_train_epochs:
+        epoch_steps = config.num_train_epochs * math.ceil(len(sampler) / config.gradient_accumulation_steps)
+        max_steps = min(max_steps or epoch_steps, epoch_steps)
+        if not max_steps: raise EasyAnimateError(f"the dataset gives no full batch of {config.train_batch_size} per process for {acc.num_processes} process(es); use a smaller train_batch_size or more data")
+    lr_scheduler = make_lr_scheduler(config, optimizer, max_steps, acc.num_processes)
+    ema = EMAModel(params, decay=config.ema_decay) if config.use_ema else None
+    trainee, optimizer, lr_scheduler = acc.prepare(trainee, optimizer, lr_scheduler)
+    device = acc.device
+    models['vae'].to(device, dtype=weight_dtype)
+    if not config.train_text_encoder: models['text_encoder'].to(device, dtype=weight_dtype)
+    if ema is not None: ema.to(device)
+    state, kind = RunState(), export_kind(config)
+    acc.register_for_checkpointing(state)
+    if ema is not None: acc.register_for_checkpointing(ema)
+    register_checkpoint_hooks(acc, trainee)
+    resume = resolve_resume(config.resume_from_checkpoint, out)
+    if resume is not None:
+        acc.load_state(str(resume)); acc.print(f"resumed from {resume} (step {state.step})")
+    elif config.seed is not None: set_seed(config.seed, device_specific=True)  # different noise on every process
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'train_config.yaml').write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    log = MetricsLog(out / 'logs' / 'metrics.csv').start(state.step) if acc.is_main_process else None
+    if config.report_to == 'tensorboard': acc.init_trackers('easyanimate', {k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))})
+    objective = DiffusionObjective(make_train_scheduler(), config.snr_loss, config.snr_gamma)
+    run = dict(acc=acc, config=config, models=models, trainee=trainee, params=params, optimizer=optimizer, lr_scheduler=lr_scheduler,
+               ema=ema, objective=objective, state=state, kind=kind, out=out, log=log, weight_dtype=weight_dtype, max_steps=max_steps,
+               sampler=sampler, loader=loader, dataset=dataset)
+    bar = tqdm(total=max_steps, initial=state.step, desc='training', unit='step', disable=not acc.is_local_main_process, dynamic_ncols=True)
+    try: losses = _loop(run, bar)
+    finally: bar.close()
+    return _finish(run, losses)
+
+# %% ../nbs/11_training.ipynb #af4b9884
+def _text_inputs(run, texts):
+    models, config, device = run['models'], run['config'], run['acc'].device
+    tok = tokenize(models['tokenizer'], texts, config.tokenizer_max_length)
+    mask = tok.attention_mask.to(device)
+    if config.train_text_encoder: return dict(input_ids=tok.input_ids.to(device), encoder_attention_mask=mask)
+    with torch.no_grad(): emb = models['text_encoder'](tok.input_ids.to(device), attention_mask=mask)[0]
+    return dict(encoder_hidden_states=emb, encoder_attention_mask=mask)
+
+def _micro_step(run, batch):
+    "Forward, NaN check, backward and (when the accumulation is complete) the optimizer step; returns the loss terms."
+    acc, config, objective = run['acc'], run['config'], run['objective']
+    with acc.accumulate(run['trainee']):
+        latents = encode_latents(run['models']['vae'], batch['pixel_values'].to(acc.device), config.vae_mini_batch, run['weight_dtype'])
+        text = _text_inputs(run, batch['text'])
+        timesteps = torch.randint(0, objective.num_train_timesteps, (latents.shape[0],), device=acc.device)
+        noise = torch.randn_like(latents)
+        terms = diffusion_loss(run['trainee'], objective, latents, timesteps, noise, text)
+        reduced = acc.reduce(torch.stack([terms.get(k, torch.zeros((), device=acc.device)).detach() for k in ('loss', 'mse', 'vb')]), 'mean')
+        values = dict(zip(('loss', 'mse', 'vb'), reduced.tolist()))
+        check_finite(values, run['state'].step + 1, batch, run['out'], acc.mixed_precision)
+        acc.backward(terms['loss'])
+        grad_norm = acc.clip_grad_norm_(run['params'], config.max_grad_norm) if acc.sync_gradients and config.max_grad_norm else None
+        run['optimizer'].step(); run['lr_scheduler'].step(); run['optimizer'].zero_grad(set_to_none=True)
+    if grad_norm is not None: values['grad_norm'] = float(grad_norm)
+    return values
+
+def _loop(run, bar):
+    acc, config, state, sampler = run['acc'], run['config'], run['state'], run['sampler']
+    losses, pending, first, t0 = [], [], True, time.time()
+    sampler.set_epoch(state.epoch, state.batch)
+    while state.step < run['max_steps']:
+        started_at = state.batch
+        for batch in run['loader']:
+            state.batch += 1
+            for path, why in batch['skipped']: state.skipped.setdefault(path, why)
+            batch['paths'] = [run['dataset'].samples[i].path for i in batch['index'].tolist()]
+            if first and config.sanity_check and acc.is_main_process: save_sanity_check(batch, run['out'] / 'sanity_check')
+            first = False
+            pending.append(_micro_step(run, batch))
+            if not acc.sync_gradients: continue
+            state.step += 1
+            if run['ema'] is not None: run['ema'].step(run['params'])
+            t0 = _after_step(run, bar, pending, losses, t0)
+            pending = []
+            if state.step >= run['max_steps']: break
+        if state.step >= run['max_steps']: break
+        if state.batch == started_at and started_at == 0:
+            raise EasyAnimateError(f"the dataset gives no full batch of {config.train_batch_size} (per process) for {acc.num_processes} process(es): "
+                                   f"{len(run['dataset'])} samples, {len(state.skipped)} skipped; use a smaller train_batch_size or more data")
+        state.epoch, state.batch = state.epoch + 1, 0
+        sampler.set_epoch(state.epoch)
+    return losses
+
+# %% ../nbs/11_training.ipynb #4530e43c
+def _after_step(run, bar, pending, losses, t0):
+    "Log the step, then checkpoint and validate when it is time; returns the new step start time."
+    acc, config, state = run['acc'], run['config'], run['state']
+    now = time.time()
+    row = {k: float(np.mean([p[k] for p in pending if k in p])) for k in ('loss', 'mse', 'vb', 'grad_norm') if any(k in p for p in pending)}
+    row.update(step=state.step, lr=run['lr_scheduler'].get_last_lr()[0], seconds=now - t0,
+               samples_per_second=len(pending) * config.train_batch_size * acc.num_processes / max(now - t0, 1e-9))
+    losses.append(row['loss'])
+    if acc.is_main_process and state.step % config.logging_steps == 0: run['log'].add(**row)
+    if config.report_to == 'tensorboard': acc.log({k: v for k, v in row.items() if k != 'step'}, step=state.step)
+    bar.update(1); bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+    if state.step % config.checkpointing_steps == 0 or state.step == run['max_steps']:
+        path = save_checkpoint(acc, run['out'], state.step, run['trainee'], run['kind'], run['ema'], run['params'], config.checkpoints_total_limit)
+        if acc.is_main_process: plot_losses(run['log'], run['out'] / 'loss_curve.png'); bar.write(f"saved {path}")
+    if config.validation_prompts and state.step % config.validation_steps == 0:
+        if acc.is_main_process:
+            with EMASwap(run['ema'], run['params']):
+                images_only = all(s.type == 'image' for s in run['dataset'].samples)
+                paths = run_validation(config, run['models'], acc.unwrap_model(run['trainee']).transformer, state.step, run['out'], acc.device, images_only)
+            bar.write(f"validation videos: {', '.join(map(str, paths))}")
+        acc.wait_for_everyone()
+    return time.time()
+
+def _finish(run, losses) -> TrainResult:
+    "Export the trained weights, draw the loss curve, summarise the skipped samples."
+    from accelerate.utils import gather_object
+    acc, config, state, out = run['acc'], run['config'], run['state'], run['out']
+    export = export_run(acc, run['trainee'], run['kind'], out / EXPORT_NAMES[run['kind']], run['ema'], run['params'])
+    skipped = {}
+    for part in gather_object([state.skipped]): skipped.update(part)
+    if acc.is_main_process:
+        plot_losses(run['log'], out / 'loss_curve.png')
+        if skipped:
+            lines = [f"{p}: {why}" for p, why in sorted(skipped.items())]
+            (out / 'skipped_samples.txt').write_text('\n'.join(lines) + '\n')
+            acc.print(f"{len(skipped)} sample(s) were skipped (listed in {out / 'skipped_samples.txt'}):\n  " + '\n  '.join(lines[:10]))
+        acc.print(f"exported {export}")
+    acc.end_training()
+    return TrainResult(out, export, state.step, losses, skipped, list_checkpoints(out))
+
+# %% ../nbs/11_training.ipynb #20894b52
+def _arg_spec(f):
+    kind = str(f.type).split('|')[0].strip()
+    if kind == 'list': return dict(nargs='+', metavar='VALUE')
+    if kind == 'bool': return dict(nargs='?', const='true', metavar='BOOL')
+    return dict(metavar=kind.upper())
+
+def add_train_args(parser):
+    "Add the training options to an argparse parser (used by `easyanimate train`)."
+    parser.add_argument('--config', metavar='FILE', help='YAML or JSON file of training options')
+    parser.add_argument('overrides', nargs='*', metavar='KEY=VALUE', help='options overriding the config file, e.g. learning_rate=1e-4')
+    group = parser.add_argument_group('training options (the names of the config file; v1 spellings accepted)')
+    for f in fields(TrainConfig): group.add_argument(f'--{f.name}', dest=f'opt__{f.name}', default=argparse.SUPPRESS, **_arg_spec(f))
+    for alias, name in V1_ALIASES.items(): group.add_argument(f'--{alias}', dest=f'opt__{alias}', default=argparse.SUPPRESS, help=f'v1 name of --{name}')
+    return parser
+
+def args_to_config(args) -> TrainConfig:
+    "The `TrainConfig` of parsed arguments (config file < --options < key=value)."
+    options = {k[len('opt__'):]: v for k, v in vars(args).items() if k.startswith('opt__')}
+    overrides, known = list(args.overrides or []), set(option_names()) | set(V1_ALIASES)
+    for name, value in options.items():  # `--trainable_modules attn_temporal key=value` puts the override in the list
+        if isinstance(value, list):
+            options[name] = [v for v in value if v.partition('=')[0] not in known]
+            overrides += [v for v in value if v.partition('=')[0] in known]
+    return train_config(args.config, overrides, **options)
+
+def train_from_args(args) -> int:
+    "Run `train` for parsed command-line arguments; returns the exit status."
+    train(args_to_config(args))
+    return 0
+
+def main(argv=None) -> int:
+    "Entry point of `python -m easyanimate.training` and `accelerate launch -m easyanimate.training`."
+    parser = add_train_args(argparse.ArgumentParser(prog='python -m easyanimate.training', description='Train EasyAnimate v1 models.'))
+    args = parser.parse_args(argv)
+    main_process = int(os.environ.get('RANK', 0) or 0) == 0
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    try: return train_from_args(args)
+    except EasyAnimateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, TrainingDiverged) else 2
+
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# LoRA training on the video DiT, as EasyAnimate v1's scripts/train_t2v_lora.sh: rank 128, alpha 64 adapters on every
+# Linear of the transformer (motion module included), everything else frozen; exports a v1-format LoRA (lora.safetensors).
+#   MODEL_NAME=... MOTION_MODULE=... DATASET_NAME=... DATASET_META_NAME=... bash scripts/train_lora.sh [key=value | --name value ...]
+# Add train_text_encoder=true for T5 adapters too; rank=... network_alpha=... change the adapter size.
+# Several machines, DeepSpeed or FSDP: ACCELERATE_ARGS="--config_file accelerate.yaml" (instead of --mixed_precision=bf16).
+set -euo pipefail
+MODEL_NAME=${MODEL_NAME:-models/Diffusion_Transformer/PixArt-XL-2-512x512}
+MOTION_MODULE=${MOTION_MODULE:-models/Motion_Module/easyanimate_v1_mm.safetensors}
+DATASET_NAME=${DATASET_NAME:-datasets/internal_datasets/}
+DATASET_META_NAME=${DATASET_META_NAME:-datasets/internal_datasets/metadata.json}
+# shellcheck disable=SC2086  # ACCELERATE_ARGS is a list of words
+${ACCELERATE:-accelerate} launch ${ACCELERATE_ARGS:---mixed_precision=bf16} -m easyanimate.training \
+  --pretrained_model_name_or_path="$MODEL_NAME" \
+  --motion_module_path="$MOTION_MODULE" \
+  --train_data_dir="$DATASET_NAME" \
+  --train_data_meta="$DATASET_META_NAME" \
+  --train_data_format="normal" \
+  --lora \
+  --rank=128 \
+  --network_alpha=64 \
+  --sample_size=512 \
+  --sample_stride=2 \
+  --sample_n_frames=80 \
+  --train_batch_size=1 \
+  --gradient_accumulation_steps=1 \
+  --dataloader_num_workers=8 \
+  --num_train_epochs=100 \
+  --max_train_steps=none \
+  --checkpointing_steps=500 \
+  --validation_prompts="A girl with delicate face is smiling." \
+  --validation_steps=100 \
+  --learning_rate=2e-05 \
+  --lr_scheduler="constant" \
+  --seed=42 \
+  --output_dir="output_dir_lora" \
+  --gradient_checkpointing \
+  --mixed_precision="bf16" \
+  --adam_weight_decay=3e-2 \
+  --adam_epsilon=1e-10 \
+  --max_grad_norm=1 \
+  --vae_mini_batch=16 \
+  "$@"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Text-to-image training of the whole DiT, as EasyAnimate v1's scripts/train_t2i.sh: every parameter whose name has a "." trains.
+#   MODEL_NAME=... DATASET_NAME=... DATASET_META_NAME=... bash scripts/train_t2i.sh [key=value | --name value ...]
+# DATASET_META_NAME may be a JSON list of images or a diffusers metadata.jsonl (train_data_format=imagefolder).
+# Several machines, DeepSpeed or FSDP: ACCELERATE_ARGS="--config_file accelerate.yaml" (instead of --mixed_precision=bf16).
+set -euo pipefail
+MODEL_NAME=${MODEL_NAME:-models/Diffusion_Transformer/PixArt-XL-2-512x512}
+DATASET_NAME=${DATASET_NAME:-datasets/internal_datasets/}
+DATASET_META_NAME=${DATASET_META_NAME:-datasets/internal_datasets/metadata.json}
+# shellcheck disable=SC2086  # ACCELERATE_ARGS is a list of words
+${ACCELERATE:-accelerate} launch ${ACCELERATE_ARGS:---mixed_precision=bf16} -m easyanimate.training \
+  --pretrained_model_name_or_path="$MODEL_NAME" \
+  --train_data_dir="$DATASET_NAME" \
+  --train_data_meta="$DATASET_META_NAME" \
+  --train_data_format="auto" \
+  --caption_column="text" \
+  --resolution=512 \
+  --train_batch_size=2 \
+  --gradient_accumulation_steps=1 \
+  --dataloader_num_workers=8 \
+  --num_train_epochs=50 \
+  --max_train_steps=none \
+  --checkpointing_steps=500 \
+  --validation_prompts="1girl, bangs, blue eyes, blunt bangs, blurry, blurry background, bob cut, depth of field, lips, looking at viewer, motion blur, nose, realistic, red lips, shirt, short hair, solo, white shirt." \
+  --validation_steps=100 \
+  --validation_video_length=1 \
+  --learning_rate=1e-05 \
+  --lr_scheduler="constant_with_warmup" \
+  --lr_warmup_steps=50 \
+  --seed=42 \
+  --max_grad_norm=1 \
+  --output_dir="output_dir_t2i" \
+  --gradient_checkpointing \
+  --mixed_precision="bf16" \
+  --use_ema \
+  --trainable_modules "." \
+  "$@"

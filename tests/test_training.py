@@ -1,0 +1,230 @@
+"""End-to-end training tests on CPU: every mode learns on an overfit batch and exports v1-format weights the pipeline loads;
+a SIGKILLed run resumes to exactly the weights of an uninterrupted one; two processes under `accelerate launch`; NaN stops."""
+import json, os, re, signal, socket, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import easyanimate.training as T
+from easyanimate.data import write_toy_video, load_samples, VideoImageDataset, collate_samples
+from easyanimate.pipeline import EasyAnimatePipeline
+from easyanimate.tiny import tiny_pipeline
+from easyanimate.utils import load_state_dict, EasyAnimateError
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
+       'PYTHONWARNINGS': 'ignore'}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    "Tiny models train fastest on one thread, and the test machine is shared."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='module')
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp('model')
+    tiny_pipeline(0).save_pretrained(d)
+    return d
+
+
+CAPTIONS = ['a red square moving left', 'a blue circle moving up', 'a green square moving right']
+
+@pytest.fixture(scope='module')
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp('videos')
+    (d/'videos').mkdir()
+    for i, text in enumerate(CAPTIONS): write_toy_video(d/'videos'/f'{i}.mp4', n_frames=8, height=32, width=32, seed=i)
+    (d/'videos'/'corrupt.mp4').write_bytes(b'not an mp4' * 64)
+    write_toy_video(d/'videos'/'short.mp4', n_frames=2, height=32, width=32)
+    entries = [{'file_path': f'videos/{i}.mp4', 'text': t, 'type': 'video'} for i, t in enumerate(CAPTIONS)]
+    (d/'two.json').write_text(json.dumps(entries[:2]))
+    (d/'three.json').write_text(json.dumps(entries))
+    bad = entries + [{'file_path': 'videos/corrupt.mp4', 'text': 'x', 'type': 'video'}, {'file_path': 'videos/missing.mp4', 'text': 'y', 'type': 'video'},
+                     {'file_path': 'videos/short.mp4', 'text': 'z', 'type': 'video'}]
+    (d/'with_bad.json').write_text(json.dumps(bad))
+    return d
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp('images')
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        img = np.full((32, 32, 3), 40, np.uint8); img[8:24, 4 + 8 * i:20 + 8 * i] = rng.integers(0, 256, 3)
+        Image.fromarray(img).save(d/f'{i}.png')
+    (d/'metadata.jsonl').write_text(''.join(json.dumps({'file_name': f'{i}.png', 'text': CAPTIONS[i]}) + '\n' for i in range(2)))
+    return d
+
+
+def config(model_dir, data, meta, out, **kw):
+    return {**dict(pretrained_model_name_or_path=str(model_dir), train_data_dir=str(data), train_data_meta=str(meta) if meta else None,
+                   video_sample_size=32, video_sample_n_frames=4, video_sample_stride=1, train_batch_size=2, caption_dropout=0.0,
+                   learning_rate=2e-3, lr_warmup_steps=0, max_train_steps=15, checkpointing_steps=1000, output_dir=str(out),
+                   sanity_check=False, random_flip=False, seed=0), **kw}
+
+
+def eval_loss(pipe, samples, steps=(20, 100, 250, 400, 600, 800, 900, 990), repeats=3):
+    "The v1 loss of `pipe`'s transformer on fixed samples, timesteps and noise (lower is better)."
+    ds = VideoImageDataset(samples, 32, 1, 4, random_flip=False)
+    batch = collate_samples([ds[i] for i in range(len(samples))])
+    latents = pipe.vae.encode(batch['pixel_values'].flatten(0, 1)).latent_dist.mean
+    latents = latents.unflatten(0, batch['pixel_values'].shape[:2]).transpose(1, 2) * pipe.vae.config.scaling_factor
+    tok = T.tokenize(pipe.tokenizer, batch['text'])
+    text = dict(encoder_hidden_states=pipe.text_encoder(tok.input_ids, attention_mask=tok.attention_mask)[0], encoder_attention_mask=tok.attention_mask)
+    objective, g, total = T.DiffusionObjective(T.make_train_scheduler()), torch.Generator().manual_seed(1), []
+    with torch.no_grad():
+        for _ in range(repeats):
+            for t in steps:
+                noise = torch.randn(latents.shape, generator=g)
+                total.append(T.diffusion_loss(T.Trainee(pipe.transformer), objective, latents, torch.full((len(latents),), t), noise, text)['loss'].item())
+    return float(np.mean(total))
+
+
+MODES = {  # name: (options, data, how the pipeline loads the export, expected export file)
+    'motion_module': (dict(validation_prompts=[CAPTIONS[0]], validation_steps=15, validation_num_inference_steps=2), 'videos',
+                      'motion_module', 'motion_module.safetensors'),
+    'dit_t2v': (dict(trainable_modules=['.'], learning_rate=1e-3, gradient_checkpointing=True), 'videos', 'transformer_checkpoint', 'transformer.safetensors'),
+    'dit_t2i': (dict(trainable_modules=['.'], learning_rate=1e-3, train_data_format='imagefolder'), 'images', 'transformer_checkpoint', 'transformer.safetensors'),
+    'lora': (dict(lora=True, rank=4, network_alpha=4, train_text_encoder=True, learning_rate=1e-2), 'videos', 'lora', 'lora.safetensors'),
+}
+
+@pytest.mark.parametrize('mode', list(MODES))
+def test_mode_learns_and_exports_for_the_pipeline(mode, model_dir, videos, images, tmp_path):
+    options, data, load_as, export_name = MODES[mode]
+    cfg = (config(model_dir, videos, videos/'two.json', tmp_path/'out', **options) if data == 'videos'
+           else config(model_dir, images, None, tmp_path/'out', **options))
+    result = T.train(cfg)
+    assert result.steps == 15 and result.export_path == tmp_path/'out'/export_name
+    losses = np.array(result.losses)
+    assert losses[-5:].mean() < losses[:5].mean(), losses
+
+    exported = load_state_dict(result.export_path)
+    base = EasyAnimatePipeline.from_pretrained(model_dir)
+    if load_as == 'motion_module':
+        assert all('.attn_temporal.' in k for k in exported) and any(k.endswith('pos_encoder.pe') for k in exported)
+        assert sorted(exported) == sorted(k for k in base.transformer.state_dict() if '.attn_temporal.' in k)
+    elif load_as == 'transformer_checkpoint':
+        assert sorted(exported) == sorted(base.transformer.state_dict())
+    else:
+        assert all(k.startswith(('lora_unet_', 'lora_te_')) for k in exported) and any(k.startswith('lora_te_') for k in exported)
+        assert {k.rsplit('.', 2)[-2] if not k.endswith('alpha') else 'alpha' for k in exported} == {'lora_down', 'lora_up', 'alpha'}
+    trained = EasyAnimatePipeline.from_pretrained(model_dir, **({'lora': result.export_path, 'lora_weight': 1.0} if load_as == 'lora' else {load_as: result.export_path}))
+    samples = load_samples(images) if data == 'images' else load_samples(videos, videos/'two.json')
+    before, after = eval_loss(base, samples), eval_loss(trained, samples)
+    assert after < 0.85 * before, (before, after)
+    if mode == 'motion_module': assert (tmp_path/'out'/'validation'/'step-000015-0.gif').is_file()
+    if mode == 'dit_t2i': assert next((tmp_path/'out').glob('**/*.png'))
+
+
+DRIVER = '''
+import os, signal, sys
+import easyanimate.training as T
+commit = T.commit_checkpoint
+def commit_or_die(tmp, final):  # SIGKILL in the middle of saving checkpoint-KILL_AT: its temporary folder is complete, not renamed
+    if T.checkpoint_step(final) == int(sys.argv[2]): os.kill(os.getpid(), signal.SIGKILL)
+    return commit(tmp, final)
+T.commit_checkpoint = commit_or_die
+sys.exit(T.main(['--config', sys.argv[1]]))
+'''
+
+def test_killed_run_resumes_to_the_same_weights(model_dir, videos, tmp_path):
+    opts = dict(max_train_steps=10, checkpointing_steps=4, use_ema=True, gradient_accumulation_steps=2, train_batch_size=1,
+                caption_dropout=0.5, random_flip=True, lr_warmup_steps=3, lr_scheduler='cosine')
+    straight = T.train(config(model_dir, videos, videos/'three.json', tmp_path/'straight', **opts))
+
+    cfg = tmp_path/'run.yaml'
+    cfg.write_text(yaml.safe_dump(config(model_dir, videos, videos/'three.json', tmp_path/'killed', **opts)))
+    (tmp_path/'driver.py').write_text(DRIVER)
+    proc = subprocess.run([sys.executable, str(tmp_path/'driver.py'), str(cfg), '8'], env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    out = tmp_path/'killed'
+    assert [p.name for p in T.list_checkpoints(out)] == ['checkpoint-4'] and (out/'.checkpoint-8.tmp').is_dir()
+    assert not (out/'motion_module.safetensors').exists()
+
+    resumed = T.train({**yaml.safe_load(cfg.read_text()), 'resume_from_checkpoint': 'latest'})
+    assert resumed.steps == 10 and not (out/'.checkpoint-8.tmp').exists()
+    a, b = load_state_dict(straight.export_path), load_state_dict(resumed.export_path)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), max((a[k] - b[k]).abs().max().item() for k in a)
+    assert np.array_equal(T.MetricsLog(tmp_path/'straight'/'logs'/'metrics.csv').column('loss'), T.MetricsLog(out/'logs'/'metrics.csv').column('loss'))
+    assert not torch.equal(a[next(k for k in a if k.endswith('proj_out.weight'))], torch.zeros(1))  # the module did train
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def test_two_processes_with_accelerate_launch(model_dir, videos, tmp_path):
+    cfg = tmp_path/'ddp.yaml'
+    cfg.write_text(yaml.safe_dump(config(model_dir, videos, videos/'with_bad.json', tmp_path/'out', train_batch_size=1, max_train_steps=3,
+                                         checkpointing_steps=2, use_ema=True)))
+    # `--cpu --num_processes 2` starts ONE process unless MPI is set up; torchrun's launcher (--multi_gpu) with
+    # ACCELERATE_USE_CPU starts two CPU processes that talk over gloo (DistributedType.MULTI_CPU)
+    accelerate = Path(sys.executable).parent/'accelerate'
+    cmd = [str(accelerate), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
+           '--dynamo_backend', 'no', '--main_process_port', str(free_port()), '-m', 'easyanimate.training', '--config', str(cfg)]
+    proc = subprocess.run(cmd, env={**ENV, 'ACCELERATE_USE_CPU': 'true'}, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    out = tmp_path/'out'
+    assert (out/'motion_module.safetensors').is_file() and [p.name for p in T.list_checkpoints(out)] == ['checkpoint-2', 'checkpoint-3']
+    assert sorted(p.name for p in (out/'checkpoint-2').glob('random_states_*.pkl')) == ['random_states_0.pkl', 'random_states_1.pkl']
+    assert T.MetricsLog(out/'logs'/'metrics.csv').column('step').tolist() == [1, 2, 3]
+    skipped = (out/'skipped_samples.txt').read_text()
+    assert 'corrupt.mp4' in skipped and 'missing.mp4' in skipped and 'short.mp4' in skipped
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(model_dir, videos, tmp_path, monkeypatch):
+    calls, call = [], T.DiffusionObjective.__call__
+    def poisoned(self, *args):
+        terms = call(self, *args); calls.append(1)
+        if len(calls) == 3: terms['loss'] = terms['loss'] * float('nan')
+        return terms
+    monkeypatch.setattr(T.DiffusionObjective, '__call__', poisoned)
+    cfg = config(model_dir, videos, videos/'two.json', tmp_path/'out', max_train_steps=6, checkpointing_steps=2)
+    with pytest.raises(T.TrainingDiverged, match=r'step 3: the loss is not finite.*checkpoint-2.*lower learning_rate'):
+        T.train(cfg)
+    out = tmp_path/'out'
+    assert [p.name for p in T.list_checkpoints(out)] == ['checkpoint-2'] and not (out/'motion_module.safetensors').exists()
+    monkeypatch.undo()
+    assert T.train({**cfg, 'resume_from_checkpoint': 'latest'}).steps == 6  # the kept checkpoint is good
+
+
+def test_command_line_errors_are_one_clear_line(tmp_path, capsys):
+    (tmp_path/'c.yaml').write_text('pretrained_model_name_or_path: nowhere\ntrain_data_dir: nowhere\n')
+    assert T.main(['--config', str(tmp_path/'c.yaml'), 'learning_rat=1']) == 2
+    assert 'unknown training option(s) learning_rat; valid options:' in capsys.readouterr().err
+    assert T.main(['--config', str(tmp_path/'c.yaml')]) == 2
+    assert 'nowhere is not a pipeline folder' in capsys.readouterr().err
+    with pytest.raises(EasyAnimateError, match='trainable_modules .* match no parameter'):
+        T.select_trainable(tiny_pipeline(0).transformer, ['attn_temporl'])
+
+
+def test_t2v_script_runs(model_dir, videos, tmp_path):
+    env = {**ENV, 'MODEL_NAME': str(model_dir), 'DATASET_NAME': str(videos), 'DATASET_META_NAME': str(videos/'two.json'),
+           'ACCELERATE': str(Path(sys.executable).parent/'accelerate'), 'ACCELERATE_ARGS': '--cpu --num_processes 1 --mixed_precision no --dynamo_backend no'}
+    proc = subprocess.run(['bash', str(REPO/'scripts'/'train_t2v.sh'), 'mixed_precision=no', 'video_sample_size=32', 'video_sample_n_frames=4',
+                           'max_train_steps=2', 'dataloader_num_workers=0', 'validation_steps=2', 'validation_num_inference_steps=2',
+                           'gradient_checkpointing=false', f'output_dir={tmp_path/"out"}'], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    saved = yaml.safe_load((tmp_path/'out'/'train_config.yaml').read_text())
+    assert (saved['learning_rate'], saved['use_ema'], saved['trainable_modules'], saved['vae_mini_batch'], saved['adam_epsilon']) == (2e-5, True, ['attn_temporal'], 16, 1e-10)
+    assert (tmp_path/'out'/'motion_module.safetensors').is_file() and (tmp_path/'out'/'validation'/'step-000002-0.gif').is_file()
+
+
+@pytest.mark.parametrize('name', ['train_t2v', 'train_t2i', 'train_lora'])
+def test_scripts_and_configs_say_the_same(name):
+    "Each script and its YAML config in configs/ describe the same run (v1's settings)."
+    import argparse, shlex
+    text = (REPO/'scripts'/f'{name}.sh').read_text()
+    defaults = dict(re.findall(r'^(\w+)=\$\{\w+:-([^}]*)\}', text, re.M))
+    words = shlex.split(text.replace('\\\n', ' '), comments=True)
+    args = [re.sub(r'\$(\w+)', lambda m: defaults[m[1]], w) for w in words[words.index('easyanimate.training') + 1:] if w != '$@']
+    from_script = T.args_to_config(T.add_train_args(argparse.ArgumentParser()).parse_args(args))
+    assert from_script == T.train_config(REPO/'configs'/f'{name}.yaml')
