@@ -78,9 +78,12 @@ def processed(path, execute=False):
     from nbdev.processors import FilterDefaults
     nb = read_nb(path)
     if execute: run_notebook(nb, Path(path))
+    was = os.environ.get('IN_TEST')
     os.environ['IN_TEST'] = '1'   # as nbdev_proc_nbs does while it runs exported code for show_doc
     try: FilterDefaults()(nb)
-    finally: del os.environ['IN_TEST']
+    finally:
+        if was is None: del os.environ['IN_TEST']
+        else: os.environ['IN_TEST'] = was
     return nb
 
 def run_notebook(nb, path):
@@ -89,7 +92,7 @@ def run_notebook(nb, path):
     from fastcore.xtras import working_directory
     from nbdev.config import get_config
     from nbdev.process import extract_directives
-    skip = set(get_config().tst_flags.split('|'))
+    skip = set(get_config().tst_flags.split())   # as nbdev_test reads them: space-separated
     def _skip(cell):
         if cell.cell_type != 'code': return True
         d = extract_directives(cell, remove=False)
