@@ -796,31 +796,45 @@ def _finish(run, losses) -> TrainResult:
     acc.end_training()
     return TrainResult(out, export, state.step, losses, skipped, list_checkpoints(out))
 
-# %% ../nbs/11_training.ipynb #20894b52
+# %% ../nbs/11_training.ipynb #e2cb67cb
 def _arg_spec(f):
     kind = str(f.type).split('|')[0].strip()
     if kind == 'list': return dict(nargs='+', metavar='VALUE')
     if kind == 'bool': return dict(nargs='?', const='true', metavar='BOOL')
     return dict(metavar=kind.upper())
 
-def add_train_args(parser):
-    "Add the training options to an argparse parser (used by `easyanimate train`)."
+def _add_options(parser):
     parser.add_argument('--config', metavar='FILE', help='YAML or JSON file of training options')
-    parser.add_argument('overrides', nargs='*', metavar='KEY=VALUE', help='options overriding the config file, e.g. learning_rate=1e-4')
     group = parser.add_argument_group('training options (the names of the config file; v1 spellings accepted)')
     for f in fields(TrainConfig): group.add_argument(f'--{f.name}', dest=f'opt__{f.name}', default=argparse.SUPPRESS, **_arg_spec(f))
     for alias, name in V1_ALIASES.items(): group.add_argument(f'--{alias}', dest=f'opt__{alias}', default=argparse.SUPPRESS, help=f'v1 name of --{name}')
     return parser
 
+def add_train_args(parser):
+    "Add the training options to an argparse parser (used by `easyanimate train`)."
+    _add_options(parser)
+    # REMAINDER: `key=value` overrides and options may then come in any order (parsed again in `args_to_config`)
+    parser.add_argument('overrides', nargs=argparse.REMAINDER, metavar='KEY=VALUE', help='options overriding the config file, e.g. learning_rate=1e-4')
+    return parser
+
+def _options_of(ns): return {k[len('opt__'):]: v for k, v in vars(ns).items() if k.startswith('opt__')}
+
 def args_to_config(args) -> TrainConfig:
     "The `TrainConfig` of parsed arguments (config file < --options < key=value)."
-    options = {k[len('opt__'):]: v for k, v in vars(args).items() if k.startswith('opt__')}
-    overrides, known = list(args.overrides or []), set(option_names()) | set(V1_ALIASES)
-    for name, value in options.items():  # `--trainable_modules attn_temporal key=value` puts the override in the list
-        if isinstance(value, list):
-            options[name] = [v for v in value if v.partition('=')[0] not in known]
-            overrides += [v for v in value if v.partition('=')[0] in known]
-    return train_config(args.config, overrides, **options)
+    options, config_file, overrides = _options_of(args), args.config, []
+    if args.overrides:
+        rest = _add_options(argparse.ArgumentParser(prog='easyanimate train'))
+        rest.add_argument('overrides', nargs='*')
+        later = rest.parse_intermixed_args(args.overrides)
+        options, config_file, overrides = {**options, **_options_of(later)}, later.config or config_file, list(later.overrides)
+    known, types = set(option_names()) | set(V1_ALIASES), {f.name: str(f.type) for f in fields(TrainConfig)}
+    is_override = lambda v: isinstance(v, str) and v.partition('=')[0] in known and '=' in v
+    for name, value in options.items():  # an override right after `--flag` or `--list a b` was taken as the option's value
+        if isinstance(value, list) and any(map(is_override, value)):
+            options[name] = [v for v in value if not is_override(v)]; overrides += [v for v in value if is_override(v)]
+        elif types.get(V1_ALIASES.get(name, name), '').startswith('bool') and is_override(value):
+            options[name] = 'true'; overrides.append(value)
+    return train_config(config_file, overrides, **options)
 
 def train_from_args(args) -> int:
     "Run `train` for parsed command-line arguments; returns the exit status."

@@ -228,3 +228,12 @@ def test_scripts_and_configs_say_the_same(name):
     args = [re.sub(r'\$(\w+)', lambda m: defaults[m[1]], w) for w in words[words.index('easyanimate.training') + 1:] if w != '$@']
     from_script = T.args_to_config(T.add_train_args(argparse.ArgumentParser()).parse_args(args))
     assert from_script == T.train_config(REPO/'configs'/f'{name}.yaml')
+
+
+def test_easyanimate_train_command(model_dir, videos, tmp_path, capsys):
+    from easyanimate.cli import main as cli
+    (tmp_path/'c.yaml').write_text(yaml.safe_dump(config(model_dir, videos, videos/'two.json', tmp_path/'out', max_train_steps=5)))
+    assert cli(['train', '--config', str(tmp_path/'c.yaml'), 'max_train_steps=2', '--lora', 'rank=2', 'network_alpha=2']) == 0
+    assert T.load_state_dict(tmp_path/'out'/'lora.safetensors') and T.list_checkpoints(tmp_path/'out')[-1].name == 'checkpoint-2'
+    assert cli(['train', '--config', str(tmp_path/'c.yaml'), 'rank=0']) == 2
+    assert 'rank must be at least 1' in capsys.readouterr().err
