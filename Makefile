@@ -33,7 +33,7 @@ test: setup
 	bash scripts/test.sh
 
 docs: setup
-	$(BIN)/python scripts/render_docs.py site --out _docs --execute
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/render_docs.py site --out _docs --execute
 
 readme: setup
 	$(BIN)/python scripts/render_docs.py meta
