@@ -373,7 +373,7 @@ def plot_losses(log: MetricsLog, path, title='training loss'):
     plt.close(fig)
     return Path(path)
 
-# %% ../nbs/11_training.ipynb #da7b6c82
+# %% ../nbs/11_training.ipynb #67fc4f84
 ADDED_COND_KWARGS = {'resolution': None, 'aspect_ratio': None}
 
 class Trainee(torch.nn.Module):
@@ -384,6 +384,8 @@ class Trainee(torch.nn.Module):
 
     def forward(self, x_t, timestep, encoder_hidden_states=None, encoder_attention_mask=None, input_ids=None):
         if input_ids is not None: encoder_hidden_states = self.text_encoder(input_ids, attention_mask=encoder_attention_mask)[0]
+        # the frozen text encoder may run in half precision; autocast recasts on GPU, but not everywhere (fp16 on CPU)
+        encoder_hidden_states = encoder_hidden_states.to(self.transformer.dtype)
         return self.transformer(x_t, encoder_hidden_states=encoder_hidden_states, timestep=timestep, added_cond_kwargs=ADDED_COND_KWARGS,
                                 encoder_attention_mask=encoder_attention_mask, return_dict=False)[0]
 
@@ -644,7 +646,7 @@ def scaled_lr(config, num_processes):
     if not config.scale_lr: return config.learning_rate
     return config.learning_rate * math.sqrt(config.train_batch_size * num_processes * config.gradient_accumulation_steps / 256)
 
-# %% ../nbs/11_training.ipynb #5aad33da
+# %% ../nbs/11_training.ipynb #c1594a71
 def train(config) -> TrainResult:
     "Run (or resume) a training run described by a `TrainConfig` (or a dict of options)."
     from accelerate import Accelerator
@@ -674,6 +676,8 @@ def train(config) -> TrainResult:
         if not max_steps: raise EasyAnimateError(f"the dataset gives no full batch of {config.train_batch_size} per process for {acc.num_processes} process(es); use a smaller train_batch_size or more data")
     lr_scheduler = make_lr_scheduler(config, optimizer, max_steps, acc.num_processes)
     ema = EMAModel(params, decay=config.ema_decay) if config.use_ema else None
+    if acc.state.deepspeed_plugin is not None:  # no dataloader goes through prepare, so DeepSpeed needs the batch size here
+        acc.state.deepspeed_plugin.deepspeed_config['train_micro_batch_size_per_gpu'] = config.train_batch_size
     trainee, optimizer, lr_scheduler = acc.prepare(trainee, optimizer, lr_scheduler)
     device = acc.device
     models['vae'].to(device, dtype=weight_dtype)
@@ -701,7 +705,7 @@ def train(config) -> TrainResult:
     finally: bar.close()
     return _finish(run, losses)
 
-# %% ../nbs/11_training.ipynb #af4b9884
+# %% ../nbs/11_training.ipynb #de8bcc62
 def _text_inputs(run, texts):
     models, config, device = run['models'], run['config'], run['acc'].device
     tok = tokenize(models['tokenizer'], texts, config.tokenizer_max_length)
@@ -736,7 +740,7 @@ def _loop(run, bar):
         started_at = state.batch
         for batch in run['loader']:
             state.batch += 1
-            for path, why in batch['skipped']: state.skipped.setdefault(path, why)
+            for path, why in [*batch['skipped'], *sampler.skipped.items()]: state.skipped.setdefault(path, why)
             batch['paths'] = [run['dataset'].samples[i].path for i in batch['index'].tolist()]
             if first and config.sanity_check and acc.is_main_process: save_sanity_check(batch, run['out'] / 'sanity_check')
             first = False

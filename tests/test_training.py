@@ -164,7 +164,7 @@ def free_port():
 def test_two_processes_with_accelerate_launch(model_dir, videos, tmp_path):
     cfg = tmp_path/'ddp.yaml'
     cfg.write_text(yaml.safe_dump(config(model_dir, videos, videos/'with_bad.json', tmp_path/'out', train_batch_size=1, max_train_steps=3,
-                                         checkpointing_steps=2, use_ema=True)))
+                                         checkpointing_steps=2, use_ema=True, enable_bucket=True)))  # buckets: bad files show up in the sampler
     # `--cpu --num_processes 2` starts ONE process unless MPI is set up; torchrun's launcher (--multi_gpu) with
     # ACCELERATE_USE_CPU starts two CPU processes that talk over gloo (DistributedType.MULTI_CPU)
     accelerate = Path(sys.executable).parent/'accelerate'
@@ -237,3 +237,14 @@ def test_easyanimate_train_command(model_dir, videos, tmp_path, capsys):
     assert T.load_state_dict(tmp_path/'out'/'lora.safetensors') and T.list_checkpoints(tmp_path/'out')[-1].name == 'checkpoint-2'
     assert cli(['train', '--config', str(tmp_path/'c.yaml'), 'rank=0']) == 2
     assert 'rank must be at least 1' in capsys.readouterr().err
+
+
+def test_bf16_buckets_and_checkpointing_on_wide_videos(model_dir, tmp_path):
+    (tmp_path/'videos').mkdir()
+    for i in range(2): write_toy_video(tmp_path/'videos'/f'{i}.mp4', n_frames=8, height=36, width=64, seed=i)
+    (tmp_path/'meta.json').write_text(json.dumps([{'file_path': f'videos/{i}.mp4', 'text': CAPTIONS[i], 'type': 'video'} for i in range(2)]))
+    result = T.train(config(model_dir, tmp_path, tmp_path/'meta.json', tmp_path/'out', mixed_precision='bf16', enable_bucket=True,
+                            video_sample_size=64, gradient_checkpointing=True, max_train_steps=3, sanity_check=True))
+    assert result.steps == 3 and all(np.isfinite(result.losses))
+    assert {Image.open(p).size for p in (tmp_path/'out'/'sanity_check').glob('*.gif')} == {(96, 64)}  # the 0.57 bucket of 64 px
+    assert {v.dtype for v in load_state_dict(result.export_path).values()} == {torch.float32}  # AMP keeps fp32 master weights
