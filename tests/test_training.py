@@ -34,6 +34,13 @@ def model_dir(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope='module')
+def v1_release(tmp_path_factory):
+    "Look-alikes of v1's release: a PixArt folder (2D transformer, T5-style tokenizer) and a motion-module file."
+    from easyanimate.tiny import save_v1_release
+    return save_v1_release(tmp_path_factory.mktemp('v1'))
+
+
 CAPTIONS = ['a red square moving left', 'a blue circle moving up', 'a green square moving right']
 
 @pytest.fixture(scope='module')
@@ -92,12 +99,17 @@ MODES = {  # name: (options, data, how the pipeline loads the export, expected e
                       'motion_module', 'motion_module.safetensors'),
     'dit_t2v': (dict(trainable_modules=['.'], learning_rate=1e-3, gradient_checkpointing=True), 'videos', 'transformer_checkpoint', 'transformer.safetensors'),
     'dit_t2i': (dict(trainable_modules=['.'], learning_rate=1e-3, train_data_format='imagefolder'), 'images', 'transformer_checkpoint', 'transformer.safetensors'),
+    # as scripts/train_lora.sh: a PixArt folder plus v1's motion module, adapters on the transformer and on T5
     'lora': (dict(lora=True, rank=4, network_alpha=4, train_text_encoder=True, learning_rate=1e-2), 'videos', 'lora', 'lora.safetensors'),
 }
 
 @pytest.mark.parametrize('mode', list(MODES))
-def test_mode_learns_and_exports_for_the_pipeline(mode, model_dir, videos, images, tmp_path):
+def test_mode_learns_and_exports_for_the_pipeline(mode, model_dir, v1_release, videos, images, tmp_path):
     options, data, load_as, export_name = MODES[mode]
+    base_kw = {}
+    if mode == 'lora':
+        model_dir, base_kw = v1_release['model'], {'motion_module': v1_release['motion_module']}
+        options = {**options, 'motion_module_path': str(v1_release['motion_module'])}
     cfg = (config(model_dir, videos, videos/'two.json', tmp_path/'out', **options) if data == 'videos'
            else config(model_dir, images, None, tmp_path/'out', **options))
     result = T.train(cfg)
@@ -106,7 +118,7 @@ def test_mode_learns_and_exports_for_the_pipeline(mode, model_dir, videos, image
     assert losses[-5:].mean() < losses[:5].mean(), losses
 
     exported = load_state_dict(result.export_path)
-    base = EasyAnimatePipeline.from_pretrained(model_dir)
+    base = EasyAnimatePipeline.from_pretrained(model_dir, **base_kw)
     if load_as == 'motion_module':
         assert all('.attn_temporal.' in k for k in exported) and any(k.endswith('pos_encoder.pe') for k in exported)
         assert sorted(exported) == sorted(k for k in base.transformer.state_dict() if '.attn_temporal.' in k)
@@ -114,8 +126,9 @@ def test_mode_learns_and_exports_for_the_pipeline(mode, model_dir, videos, image
         assert sorted(exported) == sorted(base.transformer.state_dict())
     else:
         assert all(k.startswith(('lora_unet_', 'lora_te_')) for k in exported) and any(k.startswith('lora_te_') for k in exported)
+        assert any('_attn_temporal_' in k for k in exported)  # v1 puts adapters in the motion module too
         assert {k.rsplit('.', 2)[-2] if not k.endswith('alpha') else 'alpha' for k in exported} == {'lora_down', 'lora_up', 'alpha'}
-    trained = EasyAnimatePipeline.from_pretrained(model_dir, **({'lora': result.export_path, 'lora_weight': 1.0} if load_as == 'lora' else {load_as: result.export_path}))
+    trained = EasyAnimatePipeline.from_pretrained(model_dir, **base_kw, **({'lora': result.export_path, 'lora_weight': 1.0} if load_as == 'lora' else {load_as: result.export_path}))
     samples = load_samples(images) if data == 'images' else load_samples(videos, videos/'two.json')
     before, after = eval_loss(base, samples), eval_loss(trained, samples)
     assert after < 0.85 * before, (before, after)
