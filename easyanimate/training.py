@@ -636,7 +636,7 @@ def scaled_lr(config, num_processes):
     if not config.scale_lr: return config.learning_rate
     return config.learning_rate * math.sqrt(config.train_batch_size * num_processes * config.gradient_accumulation_steps / 256)
 
-# %% ../nbs/11_training.ipynb #254e7f24
+# %% ../nbs/11_training.ipynb #2b4f7b12
 def train(config) -> TrainResult:
     "Run (or resume) a training run described by a `TrainConfig` (or a dict of options)."
     from accelerate import Accelerator
@@ -682,7 +682,9 @@ def train(config) -> TrainResult:
     resume = resolve_resume(config.resume_from_checkpoint, out)
     if resume is not None:
         acc.load_state(str(resume)); acc.print(f"resumed from {resume} (step {state.step})")
-    elif config.seed is not None: set_seed(config.seed, device_specific=True)  # different noise on every process
+    else:
+        if config.resume_from_checkpoint: acc.print(f"no checkpoint in {out} yet: starting a new run")
+        if config.seed is not None: set_seed(config.seed, device_specific=True)  # different noise on every process
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / 'train_config.yaml').write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
