@@ -16,13 +16,13 @@ from .utils import EasyAnimateError, atomic_path, save_state_dict, load_state_di
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'V1_ALIASES', 'MIXED_PRECISIONS', 'LR_SCHEDULERS', 'CHECKPOINT_RE', 'LOG_COLUMNS', 'ADDED_COND_KWARGS',
-           'EXPORT_NAMES', 'PIPELINE_PARTS', 'TRAINABLE_FILE', 'TrainConfig', 'option_names', 'make_config',
-           'read_config_file', 'parse_overrides', 'train_config', 'check_config', 'make_train_scheduler', 'mean_flat',
-           'normal_kl', 'approx_standard_normal_cdf', 'discretized_gaussian_log_likelihood', 'DiffusionObjective',
-           'list_checkpoints', 'checkpoint_step', 'resolve_resume', 'commit_checkpoint', 'prune_checkpoints',
-           'MetricsLog', 'smooth', 'plot_losses', 'Trainee', 'select_trainable', 'export_kind', 'v1_export',
-           'transformer_kwargs', 'load_models', 'encode_latents', 'tokenize', 'diffusion_loss', 'RunState',
+__all__ = ['logger', 'V1_ALIASES', 'MIXED_PRECISIONS', 'LR_SCHEDULERS', 'OPTION_HELP', 'CHECKPOINT_RE', 'LOG_COLUMNS',
+           'ADDED_COND_KWARGS', 'EXPORT_NAMES', 'PIPELINE_PARTS', 'TRAINABLE_FILE', 'TrainConfig', 'option_names',
+           'make_config', 'read_config_file', 'parse_overrides', 'train_config', 'check_config', 'make_train_scheduler',
+           'mean_flat', 'normal_kl', 'approx_standard_normal_cdf', 'discretized_gaussian_log_likelihood',
+           'DiffusionObjective', 'list_checkpoints', 'checkpoint_step', 'resolve_resume', 'commit_checkpoint',
+           'prune_checkpoints', 'MetricsLog', 'smooth', 'plot_losses', 'Trainee', 'select_trainable', 'export_kind',
+           'v1_export', 'transformer_kwargs', 'load_models', 'encode_latents', 'tokenize', 'diffusion_loss', 'RunState',
            'TrainingDiverged', 'TrainResult', 'make_lr_scheduler', 'make_data', 'register_checkpoint_hooks', 'EMASwap',
            'export_run', 'save_checkpoint', 'save_sanity_check', 'run_validation', 'check_finite', 'build_trainee',
            'scaled_lr', 'train', 'add_train_args', 'args_to_config', 'train_from_args', 'main']
@@ -171,6 +171,34 @@ def train_config(config_file=None, overrides=(), **options) -> TrainConfig:
     "Options from `config_file`, then keyword `options`, then `key=value` `overrides` (the last word wins), as a checked `TrainConfig`."
     merged = {**_canonical(read_config_file(config_file) if config_file else {}), **_canonical(options), **_canonical(parse_overrides(overrides))}
     return check_config(make_config(merged))
+
+# %% ../nbs/11_training.ipynb #10ac745a
+OPTION_HELP = dict(
+    pretrained_model_name_or_path='pipeline folder to start from (ours or PixArt diffusers layout)',
+    transformer_additional_kwargs='v1 transformer kwargs (default: v1 motion module for a 2D base)', config_path='v1 YAML holding transformer_additional_kwargs',
+    transformer_path='full DiT checkpoint to load first', motion_module_path='motion-module checkpoint to load first',
+    train_data_dir='data root (webvid: the video folder; imagefolder: the folder with metadata.jsonl)',
+    train_data_meta='webvid CSV, JSON list or metadata.jsonl', train_data_format='auto, webvid, normal or imagefolder',
+    caption_column='caption field of an image folder', video_sample_size='video side in pixels (square without buckets)',
+    video_sample_stride='frame stride of a clip', video_sample_n_frames='frames per clip', image_sample_size='image side (default video_sample_size)',
+    video_min_frames='skip videos shorter than this (default n_frames; 1 repeats frames like v1)', enable_bucket='batch by aspect-ratio buckets',
+    bucket_divisor='bucket sides are multiples of this', random_frame_crop='draw 4, 8, ... n_frames frames per batch', random_flip='flip clips at random',
+    caption_dropout='share of captions replaced by "" (classifier-free guidance)', dataloader_num_workers='data loading processes',
+    tokenizer_max_length='T5 tokens per caption', trainable_modules='name substrings of trained parameters (attn_temporal; . for all)',
+    lora='train a v1-format LoRA instead', rank='LoRA rank', network_alpha='LoRA alpha', train_text_encoder='LoRA on T5 too',
+    train_batch_size='samples per process and step', max_train_steps='optimizer steps (empty: num_train_epochs)', num_train_epochs='epochs (optional)',
+    learning_rate='AdamW learning rate', scale_lr='scale the learning rate by sqrt(total batch / 256)', lr_scheduler=', '.join(LR_SCHEDULERS),
+    lr_warmup_steps='warmup steps', adam_beta1='AdamW beta1', adam_beta2='AdamW beta2', adam_weight_decay='AdamW weight decay', adam_epsilon='AdamW epsilon',
+    max_grad_norm='gradient clipping norm (0: none)', gradient_accumulation_steps='batches per optimizer step', mixed_precision='no, fp16 or bf16 (default: as accelerate launch says)',
+    gradient_checkpointing='recompute activations to save memory', use_ema='keep and export EMA weights', ema_decay='EMA decay',
+    snr_loss='v1 option: x0 target for t < 250', snr_gamma='min-SNR-gamma weighting of the MSE', vae_mini_batch='frames per VAE encode call',
+    seed='random seed (empty: none)', output_dir='folder for checkpoints, logs, exports', checkpointing_steps='checkpoint every N steps',
+    checkpoints_total_limit='keep only the newest N checkpoints', resume_from_checkpoint='a checkpoint folder, or latest',
+    validation_prompts='prompts for validation videos', validation_steps='validate every N steps', validation_negative_prompt='negative prompt for validation',
+    validation_num_inference_steps='sampling steps for validation', validation_guidance_scale='guidance for validation', validation_sampler='sampler for validation',
+    validation_format='gif or mp4', validation_video_length='frames of validation videos (1: images)', logging_steps='write metrics every N steps',
+    report_to='csv, or tensorboard as well', sanity_check='save the first batch as gifs')
+assert set(OPTION_HELP) == set(option_names())
 
 # %% ../nbs/11_training.ipynb #fb3046cf
 def check_config(c: TrainConfig) -> TrainConfig:
@@ -794,7 +822,7 @@ def _finish(run, losses) -> TrainResult:
     acc.end_training()
     return TrainResult(out, export, state.step, losses, skipped, list_checkpoints(out))
 
-# %% ../nbs/11_training.ipynb #e2cb67cb
+# %% ../nbs/11_training.ipynb #c868f1b3
 def _arg_spec(f):
     kind = str(f.type).split('|')[0].strip()
     if kind == 'list': return dict(nargs='+', metavar='VALUE')
@@ -804,7 +832,8 @@ def _arg_spec(f):
 def _add_options(parser):
     parser.add_argument('--config', metavar='FILE', help='YAML or JSON file of training options')
     group = parser.add_argument_group('training options (the names of the config file; v1 spellings accepted)')
-    for f in fields(TrainConfig): group.add_argument(f'--{f.name}', dest=f'opt__{f.name}', default=argparse.SUPPRESS, **_arg_spec(f))
+    for f in fields(TrainConfig):
+        group.add_argument(f'--{f.name}', dest=f'opt__{f.name}', default=argparse.SUPPRESS, help=OPTION_HELP[f.name], **_arg_spec(f))
     for alias, name in V1_ALIASES.items(): group.add_argument(f'--{alias}', dest=f'opt__{alias}', default=argparse.SUPPRESS, help=f'v1 name of --{name}')
     return parser
 
