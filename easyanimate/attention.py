@@ -12,7 +12,8 @@ from .utils import EasyAnimateError
 
 # %% auto #0
 __all__ = ['ATTENTION_BACKENDS', 'naive_attention', 'check_backend', 'get_attention_backend', 'set_attention_backend',
-           'attention_backend', 'attend', 'mask_to_bias', 'Attention']
+           'attention_backend', 'is_cpu_half', 'sliced_attention', 'attend', 'mask_to_bias', 'is_plain_linear',
+           'can_fuse', 'fused_linear', 'Attention']
 
 # %% ../nbs/01_attention.ipynb #89744687
 def naive_attention(q, k, v, bias=None, scale=None):
@@ -23,8 +24,8 @@ def naive_attention(q, k, v, bias=None, scale=None):
     return scores.softmax(-1) @ v
 
 # %% ../nbs/01_attention.ipynb #e85e55c0
-ATTENTION_BACKENDS = ('sdpa', 'naive')
-_default_backend = 'sdpa'
+ATTENTION_BACKENDS = ('auto', 'sdpa', 'naive')
+_default_backend = 'auto'
 
 def check_backend(name):
     if name not in ATTENTION_BACKENDS:
@@ -36,7 +37,7 @@ def get_attention_backend():
     return _default_backend
 
 def set_attention_backend(name):
-    "Set the process-wide default attention kernel: 'sdpa' or 'naive'."
+    "Set the process-wide default attention kernel: 'auto', 'sdpa' or 'naive'."
     global _default_backend
     _default_backend = check_backend(name)
 
@@ -48,14 +49,30 @@ def attention_backend(name):
     try: yield
     finally: set_attention_backend(old)
 
+def is_cpu_half(t): return t.device.type == 'cpu' and t.dtype in (torch.bfloat16, torch.float16)
+
 # %% ../nbs/01_attention.ipynb #1b5f7d86
+def sliced_attention(q, k, v, bias=None, scale=None, max_scores=2**25):
+    "`naive_attention` of [B, heads, N, d] tensors in slices of the batch, then of the queries, of at most `max_scores` scores each."
+    b, h, n, s = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    if b * h * n * s <= max_scores: return naive_attention(q, k, v, bias, scale)
+    if b > 1:
+        step = max(1, max_scores // (h * n * s))
+        part = lambda t, i: t[i:i + step] if t is not None and t.shape[0] == b else t
+        return torch.cat([sliced_attention(part(q, i), part(k, i), part(v, i), part(bias, i), scale, max_scores) for i in range(0, b, step)])
+    step = max(1, max_scores // (h * s))
+    rows = lambda t, i: t if t is None or t.shape[-2] == 1 else t[..., i:i + step, :]
+    return torch.cat([naive_attention(q[:, :, i:i + step], k, v, rows(bias, i), scale) for i in range(0, n, step)], dim=2)
+
 def attend(q, k, v, bias=None, scale=None, backend=None, upcast=False):
     "Multi-head attention of [B, heads, N, d] tensors with an optional additive `bias`."
     dtype = q.dtype
     if upcast: q, k, v = q.float(), k.float(), v.float()
     if bias is not None: bias = bias.to(q.dtype)
-    if check_backend(backend or get_attention_backend()) == 'sdpa':
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    backend = check_backend(backend or get_attention_backend())
+    if backend == 'auto': backend = 'sliced' if is_cpu_half(q) else 'sdpa'
+    if backend == 'sdpa': out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    elif backend == 'sliced': out = sliced_attention(q, k, v, bias, scale)
     else: out = naive_attention(q, k, v, bias, scale)
     return out.to(dtype)
 
@@ -66,6 +83,18 @@ def mask_to_bias(mask, dtype=torch.float32):
     return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
 
 # %% ../nbs/01_attention.ipynb #34363c21
+def is_plain_linear(layer):
+    "A bare `nn.Linear` (no subclass such as a peft adapter, no forward hooks such as a LoRA's): its weight is all it computes."
+    return type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
+
+def can_fuse(*layers):
+    return all(map(is_plain_linear, layers)) and len({l.bias is None for l in layers}) == 1 and len({l.weight.dtype for l in layers}) == 1
+
+def fused_linear(x, layers):
+    "The outputs of Linear `layers` that read the same `x`, concatenated along the last axis, from one matmul."
+    bias = None if layers[0].bias is None else torch.cat([l.bias for l in layers])
+    return F.linear(x, torch.cat([l.weight for l in layers]), bias)
+
 class Attention(nn.Module):
     "Multi-head attention with diffusers/v1 parameter names (`to_q`, `to_k`, `to_v`, `to_out.0`)."
     def __init__(self, query_dim, heads=8, dim_head=64, cross_attention_dim=None, bias=False, out_bias=True,
@@ -79,19 +108,30 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(kv_dim, inner, bias=bias)
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=out_bias), nn.Dropout(dropout)])
 
-    def split_heads(self, x): return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+    def split_heads(self, x, n=1):
+        "[B, N, n*heads*d] -> [B, heads, N, d] (a tuple of n of them when n > 1), as views."
+        heads = x.unflatten(-1, (n, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        return heads[0] if n == 1 else heads.unbind(0)
+
     def merge_heads(self, x): return x.transpose(1, 2).flatten(2)
 
+    def project(self, x, context=None):
+        "q, k, v as [B, heads, N, d]; `context` None means self-attention."
+        q, k, v = self.to_q, self.to_k, self.to_v
+        if not can_fuse(q, k, v):
+            context = x if context is None else context
+            return self.split_heads(q(x)), self.split_heads(k(context)), self.split_heads(v(context))
+        if context is None: return self.split_heads(fused_linear(x, (q, k, v)), 3)
+        return (self.split_heads(q(x)), *self.split_heads(fused_linear(context, (k, v)), 2))
+
     def attend(self, x, context, bias):
-        q, k, v = map(self.split_heads, (self.to_q(x), self.to_k(context), self.to_v(context)))
-        out = attend(q, k, v, bias, self.scale, self.backend, self.upcast)
+        out = attend(*self.project(x, context), bias, self.scale, self.backend, self.upcast)
         return self.to_out[1](self.to_out[0](self.merge_heads(out)))
 
     def forward(self, x, context=None, bias=None):
         "Attend from `x` [B, N, D] to `context` [B, L, D'] (default `x`); `bias` [B, 1, L] is added to the scores."
-        context = x if context is None else context
         if bias is not None and bias.ndim == 3: bias = bias.unsqueeze(1)  # [B, 1, L] -> [B, heads=1, 1, L]
         n, size = x.shape[0], self.chunk_size or x.shape[0]
         if n <= size: return self.attend(x, context, bias)
-        chunk_bias = lambda i: bias[i:i + size] if bias is not None and bias.shape[0] == n else bias
-        return torch.cat([self.attend(x[i:i + size], context[i:i + size], chunk_bias(i)) for i in range(0, n, size)])
+        part = lambda t, i: t[i:i + size] if t is not None and t.shape[0] == n else t
+        return torch.cat([self.attend(x[i:i + size], part(context, i), part(bias, i)) for i in range(0, n, size)])

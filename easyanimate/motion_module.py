@@ -7,15 +7,14 @@ from __future__ import annotations
 import math
 import torch
 from torch import nn
-from einops import rearrange
 from diffusers.models.attention import FeedForward
 from .utils import EasyAnimateError
 from .attention import Attention
 
 # %% auto #0
 __all__ = ['V1_MOTION_MODULE_KWARGS', 'MOTION_MODULE_TYPES', 'sinusoidal_table', 'PositionalEncoding', 'check_grid',
-           'grid_to_sequences', 'sequences_to_grid', 'TemporalAttention', 'TemporalBlock', 'TemporalTransformer',
-           'MotionModule', 'get_motion_module']
+           'grid_to_sequences', 'grid_view', 'sequences_to_grid', 'TemporalAttention', 'TemporalBlock',
+           'TemporalTransformer', 'MotionModule', 'get_motion_module']
 
 # %% ../nbs/02_motion_module.ipynb #9329c0b4
 def sinusoidal_table(max_len, dim):
@@ -30,16 +29,17 @@ def sinusoidal_table(max_len, dim):
 
 # %% ../nbs/02_motion_module.ipynb #7729c46e
 class PositionalEncoding(nn.Module):
-    "Adds the sinusoidal table to [N, frames, D] sequences along the frame axis."
+    "Adds the sinusoidal table to [N, frames, ..., D] along the frame axis (axis 1)."
     def __init__(self, dim, max_len=4096):
         super().__init__()
         self.register_buffer('pe', sinusoidal_table(max_len, dim))
 
     def forward(self, x):
-        if x.shape[1] > self.pe.shape[1]:
-            raise EasyAnimateError(f"{x.shape[1]} frames do not fit the temporal position table of {self.pe.shape[1]} rows; "
+        frames = x.shape[1]
+        if frames > self.pe.shape[1]:
+            raise EasyAnimateError(f"{frames} frames do not fit the temporal position table of {self.pe.shape[1]} rows; "
                                    f"use at most {self.pe.shape[1]} frames or a larger temporal_position_encoding_max_len")
-        return x + self.pe[:, :x.shape[1]]
+        return x + self.pe[0, :frames].view(frames, *(1,) * (x.ndim - 3), -1)
 
 # %% ../nbs/02_motion_module.ipynb #66f7012b
 def check_grid(height, width, block_size):
@@ -48,35 +48,38 @@ def check_grid(height, width, block_size):
                                f"{block_size}; got {height}x{width} tokens (latent size / patch size)")
 
 def grid_to_sequences(x, frames, height, width, block_size):
-    "[(B F), h*w, D] tokens -> [(B h/n w/n), F*n*n, D]: one sequence per n x n block, frame-major."
+    "[(B F), h*w, D] tokens (or [(B F), h, w, D]) -> [(B h/n w/n), F*n*n, D]: one sequence per n x n block, frame-major."
     check_grid(height, width, block_size)
-    return rearrange(x, '(b f) (h n w m) c -> (b h w) (f n m) c', f=frames, h=height // block_size, n=block_size, m=block_size)
+    n, d = block_size, x.shape[-1]
+    blocks = x.reshape(-1, frames, height // n, n, width // n, n, d)   # b f i n j m d
+    return blocks.permute(0, 2, 4, 1, 3, 5, 6).reshape(-1, frames * n * n, d)
+
+def grid_view(seqs, frames, height, width, block_size):
+    "Sequences [(B h/n w/n), F*n*n, D] seen with the token layout's axes [B, F, h/n, n, w/n, n, D], without a copy."
+    n = block_size
+    return seqs.reshape(-1, height // n, width // n, frames, n, n, seqs.shape[-1]).permute(0, 3, 1, 4, 2, 5, 6)
 
 def sequences_to_grid(x, frames, height, width, block_size):
     "Inverse of `grid_to_sequences`."
-    return rearrange(x, '(b h w) (f n m) c -> (b f) (h n w m) c', f=frames, h=height // block_size, w=width // block_size, n=block_size, m=block_size)
+    return grid_view(x, frames, height, width, block_size).reshape(-1, height * width, x.shape[-1])
 
 # %% ../nbs/02_motion_module.ipynb #9aa19b06
 class TemporalAttention(Attention):
-    "Self-attention along time over grid sequences of `block_size` x `block_size` tokens."
-    def __init__(self, dim, heads=8, dim_head=None, position_encoding=True, max_len=4096, block_size=1, chunk_size=512, **kwargs):
+    "Self-attention along time over grid sequences [(B h/n w/n), F*n*n, D], with sinusoidal frame positions."
+    def __init__(self, dim, heads=8, dim_head=None, position_encoding=True, max_len=4096, chunk_size=512, **kwargs):
         super().__init__(dim, heads=heads, dim_head=dim_head or dim // heads, chunk_size=chunk_size, **kwargs)
-        self.block_size = block_size
         self.pos_encoder = PositionalEncoding(dim, max_len) if position_encoding else None
 
-    def add_positions(self, x, frames):
-        "x [(B F), h*w, D]: add each frame's position along every token's time line."
-        if self.pos_encoder is None: return x
-        time_lines = rearrange(x, '(b f) d c -> (b d) f c', f=frames)
-        return rearrange(self.pos_encoder(time_lines), '(b d) f c -> (b f) d c', d=x.shape[1])
+    def add_positions(self, seqs, frames):
+        "Add each element's frame position (the n*n tokens of a frame share it)."
+        if self.pos_encoder is None: return seqs
+        return self.pos_encoder(seqs.unflatten(1, (frames, -1))).flatten(1, 2)
 
-    def forward(self, x, frames, height, width):
-        seqs = grid_to_sequences(self.add_positions(x, frames), frames, height, width, self.block_size)
-        return sequences_to_grid(super().forward(seqs), frames, height, width, self.block_size)
+    def forward(self, seqs, frames): return super().forward(self.add_positions(seqs, frames))
 
 # %% ../nbs/02_motion_module.ipynb #1f1f1804
 class TemporalBlock(nn.Module):
-    "Temporal self-attention layers and a GEGLU feed-forward, each pre-normed with a residual."
+    "Temporal self-attention layers and a GEGLU feed-forward over grid sequences, each pre-normed with a residual."
     def __init__(self, dim, heads, attention_block_types=('Temporal_Self', 'Temporal_Self'), **attn_kwargs):
         super().__init__()
         self.attention_blocks = nn.ModuleList([TemporalAttention(dim, heads, **attn_kwargs) for _ in attention_block_types])
@@ -84,16 +87,17 @@ class TemporalBlock(nn.Module):
         self.ff = FeedForward(dim, activation_fn='geglu')
         self.ff_norm = nn.LayerNorm(dim)
 
-    def forward(self, x, frames, height, width):
-        for attn, norm in zip(self.attention_blocks, self.norms): x = attn(norm(x), frames, height, width) + x
-        return self.ff(self.ff_norm(x)) + x
+    def forward(self, seqs, frames):
+        for attn, norm in zip(self.attention_blocks, self.norms): seqs = attn(norm(seqs), frames) + seqs
+        return self.ff(self.ff_norm(seqs)) + seqs
 
 # %% ../nbs/02_motion_module.ipynb #4a9eb689
 class TemporalTransformer(nn.Module):
     "GroupNorm, `proj_in`, temporal blocks, zero-initialised `proj_out`, plus the input: [B, D, F, h, w] -> same."
-    def __init__(self, dim, heads=8, num_layers=1, norm_num_groups=32, zero_initialize=True, **block_kwargs):
+    def __init__(self, dim, heads=8, num_layers=1, norm_num_groups=32, zero_initialize=True, block_size=1, **block_kwargs):
         super().__init__()
         if dim % norm_num_groups: raise EasyAnimateError(f"the motion module's GroupNorm needs a width divisible by {norm_num_groups}, got {dim}")
+        self.block_size = block_size
         self.norm = nn.GroupNorm(norm_num_groups, dim, eps=1e-6, affine=True)
         self.proj_in = nn.Linear(dim, dim)
         self.transformer_blocks = nn.ModuleList([TemporalBlock(dim, heads, **block_kwargs) for _ in range(num_layers)])
@@ -102,12 +106,14 @@ class TemporalTransformer(nn.Module):
 
     def forward(self, video):
         b, c, frames, height, width = video.shape
-        residual = rearrange(video, 'b c f h w -> (b f) c h w')
-        x = rearrange(self.norm(residual), 'bf c h w -> bf (h w) c')
-        x = self.proj_in(x)
-        for block in self.transformer_blocks: x = block(x, frames, height, width)
-        x = rearrange(self.proj_out(x), 'bf (h w) c -> bf c h w', h=height)
-        return rearrange(x + residual, '(b f) c h w -> b c f h w', b=b)
+        check_grid(height, width, self.block_size)
+        tokens = video.permute(0, 2, 3, 4, 1).contiguous()   # [B, F, h, w, D]; no copy for a view of the block's tokens
+        normed = self.norm(tokens.view(b * frames, height, width, c).permute(0, 3, 1, 2))   # per frame, channels-last
+        seqs = grid_to_sequences(self.proj_in(normed.permute(0, 2, 3, 1)), frames, height, width, self.block_size)
+        for block in self.transformer_blocks: seqs = block(seqs, frames)
+        moved = grid_view(self.proj_out(seqs), frames, height, width, self.block_size)
+        out = tokens.view(moved.shape) + moved   # the first operand's (token-major) memory order
+        return out.reshape(b, frames, height, width, c).permute(0, 4, 1, 2, 3)
 
 # %% ../nbs/02_motion_module.ipynb #a8f70284
 V1_MOTION_MODULE_KWARGS = dict(num_attention_heads=8, num_transformer_block=1, attention_block_types=['Temporal_Self', 'Temporal_Self'],

@@ -23,7 +23,7 @@ _logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['V1_ADDITIONAL_KWARGS', 'V1_LONG_SEQUENCE_KWARGS', 'PIXART_XL_2_512_CONFIG', 'BLOCK_TYPES', 'POSITION_TABLES',
-           'WEIGHT_NAMES', 'PIXART_CLASS_NAMES', 'VideoTransformerBlock', 'check_supported', 'check_inputs',
+           'WEIGHT_NAMES', 'PIXART_CLASS_NAMES', 'modulate', 'VideoTransformerBlock', 'check_supported', 'check_inputs',
            'patch_tokens', 'add_time_positions', 'run_blocks', 'final_layer', 'unpatchify', 'Transformer3DModel',
            'is_position_table', 'is_motion_module_key', 'other_length_tables', 'checked_load', 'as_state_dict',
            'load_motion_module', 'load_transformer_checkpoint', 'read_2d_config', 'read_diffusers_weights',
@@ -41,6 +41,10 @@ PIXART_XL_2_512_CONFIG = dict(num_attention_heads=16, attention_head_dim=72, in_
 BLOCK_TYPES = ('motionmodule', 'selfattentiontemporal')
 
 # %% ../nbs/03_transformer.ipynb #0ff30227
+def modulate(x, shift, scale):
+    "AdaLN's `x * (1 + scale) + shift`, in one pass over `x`."
+    return torch.addcmul(shift, x, 1 + scale)
+
 class VideoTransformerBlock(nn.Module):
     "A PixArt block (AdaLN-single) over the tokens of a clip, with v1's motion module after the self-attention."
     def __init__(self, dim, heads, head_dim, cross_attention_dim=None, activation_fn='gelu-approximate', attention_bias=True,
@@ -59,19 +63,21 @@ class VideoTransformerBlock(nn.Module):
 
     def self_attention(self, x, frames):
         if not self.per_frame: return self.attn1(x)
-        return rearrange(self.attn1(rearrange(x, 'b (f d) c -> (b f) d c', f=frames)), '(b f) d c -> b (f d) c', f=frames)
+        b, n, c = x.shape
+        return self.attn1(x.reshape(b * frames, n // frames, c)).reshape(b, n, c)   # frames into the batch: views
 
     def motion(self, x, frames, height, width):
-        video = rearrange(x, 'b (f h w) c -> b c f h w', f=frames, h=height, w=width)
-        return rearrange(self.attn_temporal(video), 'b c f h w -> b (f h w) c')
+        b, n, c = x.shape
+        video = x.reshape(b, frames, height, width, c).permute(0, 4, 1, 2, 3)      # [B, D, F, h, w] view of the tokens
+        return self.attn_temporal(video).permute(0, 2, 3, 4, 1).reshape(b, n, c)  # a view again: the module keeps the memory order
 
     def forward(self, x, context, context_bias, timestep, frames, height, width):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + timestep.reshape(x.shape[0], 6, -1)).chunk(6, dim=1)
-        x = gate_msa * self.self_attention(self.norm1(x) * (1 + scale_msa) + shift_msa, frames) + x
+        x = torch.addcmul(x, gate_msa, self.self_attention(modulate(self.norm1(x), shift_msa, scale_msa), frames))
         if self.attn_temporal is not None: x = self.motion(x, frames, height, width)
         if self.attn2 is not None: x = self.attn2(x, context, context_bias) + x
-        return gate_mlp * self.ff(self.norm2(x) * (1 + scale_mlp) + shift_mlp) + x
+        return torch.addcmul(x, gate_mlp, self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp)))
 
 # %% ../nbs/03_transformer.ipynb #4d68e031
 def check_supported(norm_type, num_embeds_ada_norm, in_channels, patch_size, basic_block_type, patch_3d, fake_3d,
@@ -115,8 +121,7 @@ def patch_tokens(model, x):
 def add_time_positions(model, tokens, frames):
     "Long-sequence variant: add to every token the sinusoidal position of its frame."
     if model.t_pos is None: return tokens
-    time_lines = rearrange(tokens, '(b f) d c -> (b d) f c', f=frames)
-    return rearrange(model.t_pos(time_lines), '(b d) f c -> (b f) d c', d=tokens.shape[1])
+    return model.t_pos(tokens.unflatten(0, (-1, frames))).flatten(0, 1)
 
 def run_blocks(model, x, context, bias, timestep, frames, height, width):
     for block in model.transformer_blocks:
@@ -127,7 +132,7 @@ def run_blocks(model, x, context, bias, timestep, frames, height, width):
 
 def final_layer(model, x, embedded_timestep):
     shift, scale = (model.scale_shift_table[None] + embedded_timestep[:, None]).chunk(2, dim=1)
-    return model.proj_out(model.norm_out(x) * (1 + scale) + shift)
+    return model.proj_out(modulate(model.norm_out(x), shift, scale))
 
 def unpatchify(model, x, frames, height, width):
     "[B, F*h*w, p*p*C] -> [B, C, F, h*p, w*p]."
@@ -190,7 +195,7 @@ class Transformer3DModel(ModelMixin, ConfigMixin):
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
     def set_attention_backend(self, backend):
-        "Use attention kernel `backend` ('sdpa' or 'naive') in every attention layer; None follows the process-wide default."
+        "Use attention kernel `backend` ('auto', 'sdpa' or 'naive') in every attention layer; None follows the process-wide default."
         if backend is not None: check_backend(backend)
         for m in self.modules():
             if isinstance(m, Attention): m.backend = backend
