@@ -156,7 +156,7 @@ def _model_widgets(self, models_dir):
     self.checkpoint = _field(W.Dropdown, 'DiT checkpoint', layout=W.Layout(width='40em'))
     self.lora = _field(W.Dropdown, 'LoRA', layout=W.Layout(width='40em'))
     self.lora_weight = _field(W.FloatSlider, 'LoRA weight', value=0.55, min=0.0, max=2.0, step=0.05)
-    self.device = _field(W.Dropdown, 'device', options=['auto', 'cpu', 'cuda'], layout=W.Layout(width='13em'))
+    self.device = _field(W.Combobox, 'device', value='auto', options=['auto', 'cpu', 'cuda'], placeholder='auto, cpu, cuda or cuda:N', layout=W.Layout(width='16em'))
     self.dtype = _field(W.Dropdown, 'precision', options=['auto', 'fp32', 'fp16', 'bf16'], layout=W.Layout(width='13em'))
     self.models_note = W.HTML()
 
