@@ -261,3 +261,10 @@ def test_bf16_buckets_and_checkpointing_on_wide_videos(model_dir, tmp_path):
     assert result.steps == 3 and all(np.isfinite(result.losses))
     assert {Image.open(p).size for p in (tmp_path/'out'/'sanity_check').glob('*.gif')} == {(96, 64)}  # the 0.57 bucket of 64 px
     assert {v.dtype for v in load_state_dict(result.export_path).values()} == {torch.float32}  # AMP keeps fp32 master weights
+
+
+def test_accelerate_config_examples_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+    kinds = {f: load_config_from_file(str(REPO/'configs'/f)).distributed_type for f in ('accelerate_multi_gpu.yaml', 'accelerate_deepspeed_zero2.yaml')}
+    assert kinds == {'accelerate_multi_gpu.yaml': DistributedType.MULTI_GPU, 'accelerate_deepspeed_zero2.yaml': DistributedType.DEEPSPEED}
