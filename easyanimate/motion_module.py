@@ -108,7 +108,10 @@ class TemporalTransformer(nn.Module):
         b, c, frames, height, width = video.shape
         check_grid(height, width, self.block_size)
         tokens = video.permute(0, 2, 3, 4, 1).contiguous()   # [B, F, h, w, D]; no copy for a view of the block's tokens
-        normed = self.norm(tokens.view(b * frames, height, width, c).permute(0, 3, 1, 2))   # per frame, channels-last
+        per_frame = tokens.view(b * frames, height, width, c).permute(0, 3, 1, 2)   # channels-last [(B F), D, h, w]
+        # torch 2.13's CPU GroupNorm backward crashes on a channels-last input that needs no gradient (motion-module-only training)
+        if torch.is_grad_enabled() and not per_frame.requires_grad: per_frame = per_frame.contiguous()
+        normed = self.norm(per_frame)
         seqs = grid_to_sequences(self.proj_in(normed.permute(0, 2, 3, 1)), frames, height, width, self.block_size)
         for block in self.transformer_blocks: seqs = block(seqs, frames)
         moved = grid_view(self.proj_out(seqs), frames, height, width, self.block_size)
