@@ -487,7 +487,7 @@ def load_models(config, weight_dtype=torch.float32) -> dict:
         logger.info(f"motion_module_path {config.motion_module_path}: {load_motion_module(models['transformer'], config.motion_module_path).summary()}")
     return models
 
-# %% ../nbs/11_training.ipynb #9c0fc3af
+# %% ../nbs/11_training.ipynb #2dca11b2
 @torch.no_grad()
 def encode_latents(vae, pixel_values, mini_batch=32, dtype=None) -> torch.Tensor:
     "Pixels [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, C, F, h, w], encoding `mini_batch` frames at a time."
@@ -503,9 +503,6 @@ def tokenize(tokenizer, texts, max_length=120):
 def diffusion_loss(trainee, objective, latents, timesteps, noise, text) -> dict:
     "Batch-mean loss terms of the model on `latents` noised to `timesteps`; `text` holds embeddings+mask or ids+mask."
     x_t = objective.scheduler.add_noise(latents, noise, timesteps)
-    # torch 2.13 on CPU segfaults in GroupNorm's backward when its channels-last input needs no gradient but its weight
-    # does, which is the motion module's first layer when only the motion module trains; an input with grad avoids it
-    if x_t.device.type == 'cpu': x_t.requires_grad_(True)
     out = trainee(x_t, timesteps, **text)
     return {k: v.mean() for k, v in objective(out.float(), latents, x_t, noise, timesteps).items()}
 
