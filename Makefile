@@ -30,6 +30,7 @@ demo: setup
 	$(BIN)/easyanimate generate "$(PROMPT)" --out samples/
 
 test: setup
+	bash scripts/install_browser.sh
 	bash scripts/test.sh
 
 docs: setup

@@ -90,7 +90,8 @@ def download_html(path) -> str:
     path = Path(path)
     size = f"{path.stat().st_size / 1024:.0f} KB"
     if path.stat().st_size > EMBED_LIMIT: return f"{html.escape(path.name)} ({size})"
-    return f'<a download="{html.escape(path.name)}" href="{_data_uri(path)}">download {html.escape(path.name)}</a> ({size})'
+    return (f'<a download="{html.escape(path.name)}" href="{_data_uri(path)}" style="color: #1a5fb4; text-decoration: underline">'
+            f'download {html.escape(path.name)}</a> ({size})')
 
 # %% ../nbs/15_ui.ipynb #4549c75f
 class _Stopped(Exception): pass
@@ -135,15 +136,15 @@ def _settings_widgets(self, out):
     self.prompt = _field(W.Textarea, 'prompt', placeholder='what the video shows', rows=2, layout=wide)
     self.negative_prompt = _field(W.Textarea, 'negative prompt', placeholder='what to steer away from', rows=2, layout=wide)
     self.sampler = _field(W.Dropdown, 'sampler', options=sampler_names())
-    self.steps = _field(W.IntText, 'steps', layout=W.Layout(width='13em'))
-    self.guidance = _field(W.FloatText, 'guidance', step=0.5, layout=W.Layout(width='13em'))
+    self.steps = _field(W.IntText, 'steps', layout=W.Layout(width='15em'))
+    self.guidance = _field(W.FloatText, 'guidance', step=0.5, layout=W.Layout(width='15em'))
     self.seed = _field(W.IntText, 'seed', tooltip='-1: a new random seed for every video', layout=W.Layout(width='16em'))
     self.random_seed = W.Button(description='random', icon='dice', tooltip='pick a random seed', layout=W.Layout(width='7em'))
     self.random_seed.on_click(lambda _: setattr(self.seed, 'value', random.randrange(2 ** 31)))
     self.size = _field(W.Text, 'size', placeholder="HxW; empty: the model's own", layout=W.Layout(width='20em'))
-    self.frames = _field(W.IntText, 'frames', tooltip='1 makes an image', layout=W.Layout(width='13em'))
-    self.fps = _field(W.IntText, 'fps', layout=W.Layout(width='13em'))
-    self.format = _field(W.Dropdown, 'format', options=['mp4', 'gif'], layout=W.Layout(width='13em'))
+    self.frames = _field(W.IntText, 'frames', tooltip='1 makes an image', layout=W.Layout(width='15em'))
+    self.fps = _field(W.IntText, 'fps', layout=W.Layout(width='15em'))
+    self.format = _field(W.Dropdown, 'format', options=['mp4', 'gif'], layout=W.Layout(width='15em'))
     self.out = _field(W.Text, 'save to', value=str(out), tooltip='a folder (numbered files) or a file name', layout=wide)
 
 def _model_widgets(self, models_dir):
@@ -157,7 +158,7 @@ def _model_widgets(self, models_dir):
     self.lora = _field(W.Dropdown, 'LoRA', layout=W.Layout(width='40em'))
     self.lora_weight = _field(W.FloatSlider, 'LoRA weight', value=0.55, min=0.0, max=2.0, step=0.05)
     self.device = _field(W.Combobox, 'device', value='auto', options=['auto', 'cpu', 'cuda'], placeholder='auto, cpu, cuda or cuda:N', layout=W.Layout(width='16em'))
-    self.dtype = _field(W.Dropdown, 'precision', options=['auto', 'fp32', 'fp16', 'bf16'], layout=W.Layout(width='13em'))
+    self.dtype = _field(W.Dropdown, 'precision', options=['auto', 'fp32', 'fp16', 'bf16'], layout=W.Layout(width='15em'))
     self.models_note = W.HTML()
 
 def _result_widgets(self):
