@@ -75,16 +75,29 @@ def quarto_options(cell):
 def processed(path, execute=False):
     "The notebook at `path` after nbdev's docs processors (and, if `execute`, after running it)."
     from execnb.nbio import read_nb
-    from nbdev.processors import FilterDefaults
+    from nbdev.process import NBProcessor
+    from nbdev.processors import FilterDefaults, exec_show_docs
     nb = read_nb(path)
-    if execute: run_notebook(nb, Path(path))
+    procs = FilterDefaults().procs()
+    if execute:   # show_doc runs where the notebook ran, instead of in a fresh kernel with the imports and exports only
+        shell = run_notebook(nb, Path(path))
+        procs = [show_docs_in(shell) if p is exec_show_docs else p for p in procs]
     was = os.environ.get('IN_TEST')
     os.environ['IN_TEST'] = '1'   # as nbdev_proc_nbs does while it runs exported code for show_doc
-    try: FilterDefaults()(nb)
+    try: NBProcessor(nb=nb, procs=procs).process()
     finally:
         if was is None: del os.environ['IN_TEST']
         else: os.environ['IN_TEST'] = was
     return nb
+
+def show_docs_in(shell):
+    "A processor running the `show_doc` cells nbdev added in `shell`, where the whole notebook has already run."
+    shell.run_cell('from nbdev.showdoc import show_doc')
+    def show_docs_in_shell(cell):
+        if cell.cell_type != 'code' or cell.get('outputs') or not re.search(r'^show_doc\(', cell.source, re.M): return
+        shell.cell(cell)
+        if shell.exc: raise Exception(f'show_doc failed in cell {cell.idx_}:\n{cell.source}') from shell.exc
+    return show_docs_in_shell
 
 def run_notebook(nb, path):
     "Run `nb` top to bottom from its folder, skipping the cells `nbdev_test` skips; raise on the first error."
@@ -99,7 +112,9 @@ def run_notebook(nb, path):
         return d.get('eval:', [''])[0].lower() == 'false' or bool(skip & d.keys())
     shell = CaptureShell(path)
     with working_directory(path.parent):
-        shell.run_all(nb, exc_stop=True, preproc=_skip)
+        try: shell.run_all(nb, exc_stop=True, preproc=_skip)
+        except Exception as e: raise RuntimeError(f'{path.name} failed to run in cell {shell._cell_idx}') from e
+    return shell
 
 # --- README ---------------------------------------------------------------------------------------------------------
 
@@ -234,8 +249,8 @@ def nav_html(entries, current, site_title):
     items = ''.join(f'<li{active if page == current else ""}><a href="{page}">{title}</a></li>' for _, page, title in entries)
     return f'<a class="ea-home" href="index.html">{site_title}</a><ol>{items}</ol>'
 
-DOC_HINT = ("(to show the docs of exported names, nbdev runs every exported cell and every cell holding an import, "
-            "in a fresh kernel and out of context, as `nbdev_docs` does: keep imports in cells of their own)")
+DOC_HINT = ("(without --execute, nbdev shows the docs of exported names by running every exported cell and every cell "
+            "holding an import in a fresh kernel, out of context, as `nbdev_docs` does: keep imports in cells of their own)")
 
 def render_page(job):
     "Process, (run,) and write one notebook's page; returns (name, seconds, error or None)."

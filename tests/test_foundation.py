@@ -63,6 +63,7 @@ def tiny_project(tmp_path):
     (nbs/'01_one.ipynb').write_text(notebook(
         ('md', '# One\n\n> The first chapter.'),
         ('code', '#| hide\nsecret_plumbing = 1'),
+        ('code', '#| export\ndef double(x):\n    "Twice `x`."\n    return 2 * x'),
         ('code', '#| echo: false\nprint("only the output " + "is shown")'),
         ('code', f'from IPython.display import Image, HTML\nImage(data=__import__("base64").b64decode("{base64.b64encode(gif.getvalue()).decode()}"))'),
         ('code', 'open("clip.mp4", "wb").write(b"not really a video")\nHTML(\'<video src="clip.mp4" controls></video>\')'),
@@ -94,6 +95,8 @@ def test_site_has_every_page_with_the_sidebar_in_reading_order_and_its_media(tin
         assert f'<li class="active"><a href="{page}">' in nav
     one = pages['one.html']
     assert '<h1 class="ea-title">One</h1>' in one and 'The first chapter.' in one
+    assert '<h3 id="double">' in one and 'Twice <code>x</code>' in one, 'exported names get their docs'
+    assert 'return 2 * x' not in one, 'exported source is shown by its docs, as in nbdev'
     assert 'secret_plumbing' not in one, '#| hide cells are left out'
     assert 'only the output is shown' in one and 'print(' not in one, 'echo: false shows the output only'
     assert 'src="data:image/gif;base64,' in one, 'GIF outputs are embedded'
@@ -139,3 +142,13 @@ def test_nbdev_test_skips_gpu_slow_and_notest_cells_and_nothing_else(tiny_projec
     (nbs/'04_broken.ipynb').write_text(notebook(('md', '# Broken'), ('code', 'raise RuntimeError("unflagged")')))
     res = run([BIN/'nbdev_test', '--n_workers', '0', '--file_glob', '0[34]_*.ipynb'], tiny_project, check=False)
     assert res.returncode and '04_broken.ipynb' in res.stderr and '03_flags.ipynb' not in res.stderr, res.stderr
+
+def test_without_execute_a_cell_with_imports_runs_out_of_context_as_in_nbdev_docs(tiny_project):
+    nbs = tiny_project/'nbs'
+    (nbs/'03_context.ipynb').write_text(notebook(
+        ('md', '# Context'), ('code', '#| export\ndef f(): return 1'), ('code', 'y = 2'), ('code', 'import math\nz = y * math.pi')))
+    site = [sys.executable, ROOT/'scripts'/'render_docs.py', 'site', '--out', tiny_project/'_docs', nbs/'03_context.ipynb']
+    res = run(site, tiny_project, check=False)
+    assert res.returncode and "name 'y' is not defined" in res.stderr and 'keep imports in cells of their own' in res.stderr
+    run(site + ['--execute'], tiny_project)
+    assert '<h3 id="f">' in (tiny_project/'_docs'/'context.html').read_text()
