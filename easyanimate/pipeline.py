@@ -89,7 +89,7 @@ class EasyAnimatePipeline(DiffusionPipeline):
     @property
     def max_frames(self): return transformer_geometry(self.transformer.config)['max_frames']
 
-# %% ../nbs/08_pipeline.ipynb #7c5e426f
+# %% ../nbs/08_pipeline.ipynb #987f9c9e
 def _as_list(p, n=None, what='prompt'):
     if isinstance(p, str): return [p] * (n or 1)
     if isinstance(p, (list, tuple)) and p and all(isinstance(x, str) for x in p):
@@ -97,13 +97,13 @@ def _as_list(p, n=None, what='prompt'):
         return list(p)
     raise EasyAnimateError(f"{what} must be a string or a non-empty list of strings; got {p!r:.80}")
 
-def _encode(self, texts, device, clean, max_length):
+def _encode(self, texts, device, clean, max_length, what='prompt'):
     if clean: texts = [clean_caption(t) for t in texts]
     tok = self.tokenizer(texts, padding='max_length', max_length=max_length, truncation=True, add_special_tokens=True, return_tensors='pt')
     full = self.tokenizer(texts, padding='longest', add_special_tokens=True, return_tensors='pt').input_ids
     if full.shape[-1] > max_length:
         dropped = [t for t in self.tokenizer.batch_decode(full[:, max_length - 1:-1], skip_special_tokens=True) if t.strip()]
-        if dropped: logger.warning(f"prompt truncated to {max_length} tokens; dropped: {dropped}")
+        if dropped: logger.warning(f"{what} truncated to {max_length} tokens; dropped: {dropped}")
     ids, mask = tok.input_ids.to(device), tok.attention_mask.to(device)
     embeds = self.text_encoder(ids, attention_mask=mask)[0]
     return embeds.to(dtype=self.transformer.dtype), mask
@@ -117,7 +117,7 @@ def encode_prompt(self, prompt, negative_prompt='', do_classifier_free_guidance=
     embeds, mask = _encode(self, prompts, device, clean_caption, max_sequence_length)
     rep = lambda t: t.repeat_interleave(num_videos_per_prompt, dim=0)
     if not do_classifier_free_guidance: return rep(embeds), rep(mask), None, None
-    neg_embeds, neg_mask = _encode(self, _as_list(negative_prompt or '', len(prompts), 'negative_prompt'), device, clean_caption, max_sequence_length)
+    neg_embeds, neg_mask = _encode(self, _as_list(negative_prompt or '', len(prompts), 'negative_prompt'), device, clean_caption, max_sequence_length, 'negative prompt')
     return rep(embeds), rep(mask), rep(neg_embeds), rep(neg_mask)
 
 EasyAnimatePipeline._encode, EasyAnimatePipeline.encode_prompt = _encode, encode_prompt
