@@ -37,7 +37,7 @@ docs: setup
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/render_docs.py site --out _docs --execute
 
 readme: setup
-	$(BIN)/python scripts/render_docs.py meta
+	$(BIN)/python scripts/render_docs.py meta --execute
 
 export: setup
 	$(BIN)/nbdev_export

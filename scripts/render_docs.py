@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """The documentation site and README from `nbs/`, offline: no Quarto needed.
 
-    python scripts/render_docs.py meta [--check]   # nbs/sidebar.yml, chapter list in nbs/index.ipynb, README.md
+    python scripts/render_docs.py meta [--check | --execute]   # nbs/sidebar.yml, chapter list in the index, README.md
     python scripts/render_docs.py site [--out _docs] [--execute] [--workers 2] [nbs/NN_name.ipynb ...]
 
 `meta` rewrites what follows from the notebooks' names and titles: `nbs/sidebar.yml` (reading order, read by Quarto's
 `nbdev_docs` and by `site`), the chapter list in `nbs/index.ipynb`, and `README.md` from `nbs/index.ipynb` (what
-`nbdev_readme` makes with Quarto). With `--check` it writes nothing and fails when any of them is stale.
+`nbdev_readme` makes with Quarto). With `--check` it writes nothing and fails when any of them is stale; with
+`--execute` it first runs the index notebook and keeps its outputs (the demo clip on the front page).
 
 `site` runs nbdev's own processors over every notebook (as `nbdev_proc_nbs` does: `#| hide`, `show_doc` for exported
 names, doc links), turns each into an HTML page with nbconvert, puts the sidebar on every page and copies the media
@@ -125,8 +126,8 @@ def _output_md(out):
     if out.get('output_type') == 'error': return _fence('\n'.join(out.get('traceback', [])))
     data = out.get('data', {})
     if 'text/markdown' in data: return ''.join(data['text/markdown'])
+    if any(m.startswith(('image/', 'text/html', 'application/')) for m in data): return None   # media: the site shows it
     if 'text/plain' in data: return _fence(''.join(data['text/plain']))
-    return None   # images and widgets have no place in a plain-markdown README
 
 def readme_md(nbs):
     "README.md from the index notebook's saved outputs, with links to chapters pointing into `nbs/`."
@@ -154,6 +155,15 @@ def index_with_chapters(nbs):
     if len(cells) != 1: sys.exit(f'nbs/{INDEX} needs exactly one markdown cell containing {CHAPTERS_MARK!r}')
     cells[0].source = chapter_list_md(nbs)
     return nb2str(nb)
+
+def run_and_keep_outputs(path):
+    "Run the notebook at `path` and save it with its outputs, cleaned as `nbdev_clean` leaves it."
+    from execnb.nbio import read_nb, write_nb
+    from nbdev.clean import nbdev_clean
+    nb = read_nb(path)
+    run_notebook(nb, Path(path))
+    write_nb(nb, path)
+    nbdev_clean.__wrapped__(fname=str(path))
 
 def meta(nbs, check=False):
     "Bring sidebar.yml, the index's chapter list and README.md up to date (or, with `check`, fail if they are not)."
@@ -326,6 +336,7 @@ def main(argv=None):
     sub = p.add_subparsers(dest='cmd', required=True)
     m = sub.add_parser('meta', help='sidebar.yml, chapter list in the index, README.md')
     m.add_argument('--check', action='store_true', help='write nothing; fail if anything is stale')
+    m.add_argument('--execute', action='store_true', help='first run nbs/index.ipynb and keep its outputs')
     s = sub.add_parser('site', help='the HTML site')
     s.add_argument('--out', default='_docs')
     s.add_argument('--execute', action='store_true', help='run each notebook first, so its outputs are fresh')
@@ -334,7 +345,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     from nbdev.config import get_config
     nbs = get_config().nbs_path
-    if args.cmd == 'meta': return meta(nbs, args.check)
+    if args.cmd == 'meta':
+        if args.execute and not args.check:   # in a process of its own: IPython takes over the one it runs in
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
+                pool.submit(run_and_keep_outputs, str(nbs/INDEX)).result()
+        return meta(nbs, args.check)
     start = time.time()
     results = site(nbs, args.out, args.execute, args.workers, args.notebooks)
     for name, t, err in sorted(results, key=lambda o: -o[1]): print(f"  {t:6.1f}s  {name}{'  FAILED' if err else ''}")
