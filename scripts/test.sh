@@ -18,6 +18,7 @@ step() {
 step "easyanimate/ and notebooks in sync (nbdev_export, nbdev_clean)" bash scripts/check_sync.sh
 step "sidebar, chapter list and README.md match the notebooks" $BIN/python scripts/render_docs.py meta --check
 step "documentation site builds (saved outputs)" $BIN/python scripts/render_docs.py site --out "$docs"
+export EASYANIMATE_DOCS="$docs"   # the browser tests (tests/test_browser.py) check this build instead of making another
 # two notebooks at a time, one torch thread each: on 2 cores that beat 1 worker, and 2 workers of 2 threads each
 step "every notebook runs (nbdev_test)" env OMP_NUM_THREADS="${NB_THREADS:-1}" $BIN/nbdev_test --n_workers "${NB_WORKERS:-2}" --timing
 step "end-to-end tests (pytest tests/)" $BIN/python -m pytest -q tests
