@@ -93,9 +93,13 @@ class Page:
                 out.append(f"{p['entry'].get('text')} {p['entry'].get('url', '')}".strip())
         return out
 
-    def screenshot(self, path, full_page=True):
-        data = self.send('Page.captureScreenshot', format='png', captureBeyondViewport=full_page)['data']
-        Path(path).write_bytes(base64.b64decode(data))
+    def screenshot(self, path, full_page=True, element=None):
+        "A PNG of the page (all of it, or the viewport), or of the element that the JavaScript expression `element` gives."
+        params = dict(format='png', captureBeyondViewport=full_page)
+        if element:
+            params['clip'] = self.js(f"(() => {{ const e = {element}; e.scrollIntoView(); const r = e.getBoundingClientRect(); "
+                                     "return {x: r.x, y: r.y, width: r.width, height: Math.min(r.height, innerHeight - r.y), scale: 1}; })()")
+        Path(path).write_bytes(base64.b64decode(self.send('Page.captureScreenshot', **params)['data']))
 
     def close(self): self.ws.close()
 
@@ -274,6 +278,7 @@ def test_the_widget_renders_and_generates_in_jupyterlab(page, jupyterlab, screen
                   'the generated video to play in the widget')
     time.sleep(0.5)
     page.screenshot(screenshots / 'jupyterlab-widget-result.png', full_page=False)
+    page.screenshot(screenshots / 'widget.png', element=f"{GENERATE}.closest('.jp-OutputArea-output')")
     saved = folder / 'samples' / 'easyanimate-videos' / '00000001.mp4'
     assert saved.is_file(), sorted(str(p.relative_to(folder)) for p in folder.rglob('*.mp4'))
     src, href = page.js(f"[{WIDGET_VIDEO}.getAttribute('src'), document.querySelector('.jupyter-widgets a[download]').getAttribute('href')]")
