@@ -15,7 +15,7 @@ that outputs point to. With `--execute` each notebook first runs top to bottom (
 skipping the cells `nbdev_test` skips), so figures and videos show; without it the saved outputs are used.
 Run it from the project root (where settings.ini is).
 """
-import argparse, base64, hashlib, json, multiprocessing, os, re, shutil, sys, time
+import argparse, hashlib, html, json, multiprocessing, os, re, shutil, sys, time
 from pathlib import Path
 
 import yaml
@@ -242,7 +242,9 @@ def _fix_links(body, pages, site_url):
     return re.sub(r'(class="anchor-link" href="#)([^"]+)"', lambda m: m.group(1) + m.group(2).lower() + '"', body)
 
 def page_html(title, description, body, nav, site_title):
-    desc = f'<p class="ea-description">{description}</p>' if description else ''
+    from nbconvert.filters.markdown import markdown2html
+    desc = f'<div class="ea-description">{markdown2html(description)}</div>' if description else ''
+    title = html.escape(title)
     return f'''<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} – {site_title}</title>
@@ -256,7 +258,8 @@ def page_html(title, description, body, nav, site_title):
 
 def nav_html(entries, current, site_title):
     active = ' class="active"'
-    items = ''.join(f'<li{active if page == current else ""}><a href="{page}">{title}</a></li>' for _, page, title in entries)
+    items = ''.join(f'<li{active if page == current else ""}><a href="{page}">{html.escape(title)}</a></li>'
+                    for _, page, title in entries)
     return f'<a class="ea-home" href="index.html">{site_title}</a><ol>{items}</ol>'
 
 DOC_HINT = ("(without --execute, nbdev shows the docs of exported names by running every exported cell and every cell "
@@ -283,8 +286,8 @@ def _render_page(src, out, execute, entries, site_title, site_url):
     (out/'assets'/'pygments.css').write_text('\n'.join(res['inlining']['css']))
     body = _fix_links(_copy_media(body, src.parent, out, pages[src.name]), pages, site_url)
     title = fm.get('title', src.stem)
-    html = page_html(title, fm.get('description', ''), body, nav_html(entries, pages[src.name], site_title), site_title)
-    (out/pages[src.name]).write_text(html, encoding='utf-8')
+    page = page_html(title, fm.get('description', ''), body, nav_html(entries, pages[src.name], site_title), site_title)
+    (out/pages[src.name]).write_text(page, encoding='utf-8')
 
 SITE_CSS = '''
 body { margin: 0; font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; line-height: 1.5; color: #222; }
@@ -295,7 +298,7 @@ body { margin: 0; font-family: system-ui, -apple-system, "Segoe UI", Roboto, san
 .ea-sidebar li.active a { font-weight: 600; color: #000; }
 .ea-home { font-weight: 700; font-size: 1.1rem; }
 .ea-page { margin-left: 16rem; padding: 1rem 2rem 4rem; max-width: 58rem; }
-.ea-description { font-size: 1.1rem; color: #555; margin-top: -.5rem; }
+.ea-description { font-size: 1.1rem; color: #555; margin-top: -.5rem; } .ea-description p { margin: 0 0 1rem; }
 pre { background: #f6f8fa; padding: .6rem .8rem; overflow-x: auto; border-radius: 4px; font-size: .85rem; }
 .output_area pre { background: #fff; border-left: 3px solid #e3e5e8; border-radius: 0; }
 .output_stderr pre { background: #fff5f5; }
