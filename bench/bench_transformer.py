@@ -1,90 +1,198 @@
-"""Benchmark `Transformer3DModel` on CPU: forward and forward+backward seconds and peak memory, SDPA vs naive attention.
+"""Denoiser benchmark: forward and forward+backward seconds, GFLOP/s against the measured matmul limit, and peak memory,
+for EasyAnimate's Transformer3DModel next to the alternatives, all in one run with the same config and random weights.
 
-The mid-size configuration: 4 blocks, hidden 384 (6 heads x 64), the v1 motion module (8 heads, 2x2 grid), 16 frames of
-32x32 latents (16x16 tokens per frame, 4096 per clip), batch 1, a caption of 120 tokens of width 4096 (T5-XXL's).
+Rows: ours (fp32; SDPA), ours with naive attention, the pre-optimisation implementation (bench/v1_style: computes the way
+EasyAnimate v1 does), diffusers' LatteTransformer3DModel at matched size (a peer video DiT), ours with bf16 weights and
+with bf16 autocast, and (--compile) ours under torch.compile. Timing runs every row in one process in interleaved rounds
+(the order reversed every other round, medians reported); the matmul limit is measured in the same rounds. Peak memory is
+measured per row in a fresh process: the highest resident size during the first call, above the size just before it.
 
-Every measurement runs in a fresh subprocess, so its peak memory is its own: the peak resident set size (ru_maxrss) minus
-the resident size just before the first call (model, weights and inputs excluded). Times are the median of `--repeat`
-calls after one warm-up call. A benchmark, not a test: run it by hand (it takes a few minutes on 2 cores).
-
-    python bench/bench_transformer.py                 # the table for the v1 (motion module) configuration
-    python bench/bench_transformer.py --variant selfattentiontemporal --repeat 1
+    python bench/bench_transformer.py                   # the table (about 3 minutes on 2 cores)
+    python bench/bench_transformer.py --tiny --rounds 1 # seconds: a smoke test of the machinery
 """
-import argparse, json, os, resource, statistics, subprocess, sys, time
+import argparse, copy, json, sys
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import setup_torch, rss_mib, peak_rss_mib, load_average, machine, rounds, summary, run_json, write_result, md_table
 
 MID_SIZE = dict(num_attention_heads=6, attention_head_dim=64, in_channels=4, out_channels=8, num_layers=4, sample_size=32,
                 caption_channels=4096, cross_attention_dim=384)
+TINY = dict(num_attention_heads=2, attention_head_dim=32, in_channels=4, out_channels=8, num_layers=1, sample_size=8,
+            caption_channels=64, cross_attention_dim=64)
+ROWS = {  # name: (model, precision, attention)
+    'ours': ('ours', 'fp32', 'SDPA'),
+    'ours-naive': ('ours', 'fp32', 'naive'),
+    'v1-style': ('v1-style reference', 'fp32', 'SDPA'),
+    'latte': ('diffusers Latte', 'fp32', 'SDPA'),
+    'ours-bf16': ('ours', 'bf16 weights', 'auto'),
+    'ours-autocast': ('ours', 'bf16 autocast', 'auto'),
+    'ours-compile': ('ours, torch.compile', 'fp32', 'SDPA'),
+}
+TRAINED = ('ours', 'ours-naive', 'v1-style', 'latte', 'ours-autocast', 'ours-compile')   # rows also timed forward+backward
 
 
-def rss_mib():
-    with open('/proc/self/statm') as f: return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+def geometry(args):
+    cfg = TINY if args.tiny else MID_SIZE
+    frames, size, tokens = (2, 8, 8) if args.tiny else (args.frames, args.size, 120)
+    return cfg, frames, size, tokens
 
 
-def peak_rss_mib(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def measure(args):
-    "Run in a worker process: build the model, time one mode with one backend, print a JSON line."
+def build(name, args):
+    "Model and a (forward, forward+backward) pair of callables for row `name`, on fixed random inputs."
     import torch
-    from easyanimate.transformer import Transformer3DModel, V1_ADDITIONAL_KWARGS, V1_LONG_SEQUENCE_KWARGS
-    if args.threads: torch.set_num_threads(args.threads)
+    from diffusers.utils import logging
+    from easyanimate.transformer import Transformer3DModel, V1_ADDITIONAL_KWARGS
+    logging.set_verbosity_error()   # not the dtype-cast advice for from_pretrained
+    cfg, frames, size, tokens = geometry(args)
     torch.manual_seed(0)
-    extra = V1_ADDITIONAL_KWARGS if args.variant == 'motionmodule' else V1_LONG_SEQUENCE_KWARGS
-    model = Transformer3DModel(**MID_SIZE, **extra)
-    model.set_attention_backend(args.backend)
-    model.train(args.mode == 'forward+backward')
-    x = torch.randn(1, 4, args.frames, args.size, args.size)
-    caption, mask, t = torch.randn(1, 120, 4096), torch.ones(1, 120), torch.tensor([500])
-    mask[:, 30:] = 0
+    if name == 'latte':
+        from diffusers import LatteTransformer3DModel
+        model = LatteTransformer3DModel(**cfg, patch_size=2, norm_type='ada_norm_single', norm_elementwise_affine=False, norm_eps=1e-6,
+                                        activation_fn='gelu-approximate', attention_bias=True, num_embeds_ada_norm=1000, video_length=frames)
+    elif name == 'v1-style':
+        from v1_style import ReferenceTransformer3DModel
+        model = ReferenceTransformer3DModel(**cfg, **V1_ADDITIONAL_KWARGS)
+    else:
+        model = Transformer3DModel(**cfg, **V1_ADDITIONAL_KWARGS)
+        if name == 'ours-naive': model.set_attention_backend('naive')
+    if name != 'latte':  # a trained-like motion module (a fresh one is zero at its output)
+        for b in model.transformer_blocks: torch.nn.init.normal_(b.attn_temporal.temporal_transformer.proj_out.weight, std=0.02)
+    dtype = torch.bfloat16 if name == 'ours-bf16' else torch.float32
+    model = model.to(dtype)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, cfg['in_channels'], frames, size, size, generator=g).to(dtype)
+    caption = torch.randn(1, tokens, cfg['caption_channels'], generator=g).to(dtype)
+    mask = torch.ones(1, tokens); mask[:, tokens // 4:] = 0   # a short prompt, padded like T5's 120 tokens
+    t = torch.tensor([500])
+    autocast = torch.autocast('cpu', torch.bfloat16, enabled=name == 'ours-autocast')
+    net = torch.compile(model) if name == 'ours-compile' else model
 
-    def step():
-        if args.mode == 'forward':
-            with torch.no_grad(): model(x, caption, t, encoder_attention_mask=mask)
-        else:
-            model.zero_grad(set_to_none=True)
-            model(x, caption, t, encoder_attention_mask=mask).sample.square().mean().backward()
+    def call():
+        # Latte's own pipeline passes no caption mask (its transformer does not repeat one over the frames); same cost either way
+        kw = dict(encoder_hidden_states=caption, timestep=t, encoder_attention_mask=None if name == 'latte' else mask)
+        with autocast: return net(x, **kw).sample
 
+    def forward():
+        model.eval()
+        with torch.no_grad(): return call()
+
+    def forward_backward():
+        model.train(); model.zero_grad(set_to_none=True)
+        call().float().square().mean().backward()
+
+    return model, forward, forward_backward
+
+
+def memory_worker(args):
+    "In a fresh process: peak resident memory of the first call of one row and mode."
+    torch = setup_torch(args.threads)
+    if args.reuse_memory:
+        from easyanimate.performance import reuse_freed_memory; reuse_freed_memory()
+    model, fwd, fwdbwd = build(args.row, args)
     before = rss_mib()
-    start = time.perf_counter(); step(); first = time.perf_counter() - start
-    peak = peak_rss_mib() - before
-    times = []
-    for _ in range(args.repeat):
-        start = time.perf_counter(); step(); times.append(time.perf_counter() - start)
-    print(json.dumps(dict(backend=args.backend, mode=args.mode, seconds=statistics.median(times) if times else first, first_call=first,
-                          peak_mib=peak, params_m=sum(p.numel() for p in model.parameters()) / 1e6, threads=torch.get_num_threads())))
+    (fwd if args.mode == 'forward' else fwdbwd)()
+    print(json.dumps(dict(row=args.row, mode=args.mode, peak_mib=peak_rss_mib() - before)))
 
 
-def run_worker(args, backend, mode):
-    cmd = [sys.executable, __file__, '--worker', '--backend', backend, '--mode', mode, '--repeat', str(args.repeat),
-           '--variant', args.variant, '--frames', str(args.frames), '--size', str(args.size), '--threads', str(args.threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode: raise SystemExit(f"benchmark worker failed ({backend}, {mode}):\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def flops(name, args, model, fwd, fwdbwd):
+    from easyanimate.performance import transformer_flops, counted_flops
+    cfg, frames, size, tokens = geometry(args)
+    out = dict(forward=counted_flops(fwd), forward_backward=counted_flops(fwdbwd))
+    if name != 'latte': out['analytic_forward'] = transformer_flops(model.config, frames, size, size, caption_tokens=tokens)['total']
+    return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--repeat', type=int, default=2, help='timed calls after the warm-up call (median reported)')
-    p.add_argument('--variant', default='motionmodule', choices=['motionmodule', 'selfattentiontemporal'])
+    p.add_argument('--rounds', type=int, default=3, help='timed rounds (each row once per round, median reported)')
+    p.add_argument('--threads', type=int, default=2)
     p.add_argument('--frames', type=int, default=16)
     p.add_argument('--size', type=int, default=32, help='latent height and width')
-    p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
-    p.add_argument('--backends', default='sdpa,naive')
-    p.add_argument('--json', help='also write the rows to this JSON file')
+    p.add_argument('--rows', default='ours,ours-naive,v1-style,latte,ours-bf16,ours-autocast', help=f"comma-separated, from {', '.join(ROWS)}")
+    p.add_argument('--compile', action='store_true', help='add the torch.compile row (compiling takes a minute or two)')
+    p.add_argument('--no-memory', action='store_true', help='skip the per-row peak-memory processes')
+    p.add_argument('--reuse-memory', action='store_true', help='easyanimate.performance.reuse_freed_memory() in every process')
+    p.add_argument('--tiny', action='store_true', help='a tiny config: checks the machinery in seconds')
+    p.add_argument('--out', default='transformer', help='results name under bench/results/ (json and md)')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
-    p.add_argument('--backend', default='sdpa', help=argparse.SUPPRESS)
-    p.add_argument('--mode', default='forward', help=argparse.SUPPRESS)
+    p.add_argument('--row', help=argparse.SUPPRESS)
+    p.add_argument('--mode', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.worker: return measure(args)
+    if args.worker: return memory_worker(args)
 
-    rows = [run_worker(args, b, m) for m in ('forward', 'forward+backward') for b in args.backends.split(',')]
-    print(f"Transformer3DModel on CPU, {args.variant}: 4 blocks, hidden 384 (6x64), {rows[0]['params_m']:.1f} M parameters, "
-          f"batch 1, {args.frames} frames of {args.size}x{args.size} latents ({args.frames * (args.size // 2) ** 2} tokens), "
-          f"caption 120 x 4096, fp32, {rows[0]['threads']} threads, median of {args.repeat} after a warm-up")
-    print(f"{'mode':<18}{'attention':<11}{'seconds':>9}{'first call':>12}{'peak MiB':>10}")
-    for r in rows: print(f"{r['mode']:<18}{r['backend']:<11}{r['seconds']:>9.2f}{r['first_call']:>12.2f}{r['peak_mib']:>10.0f}")
-    if args.json:
-        with open(args.json, 'w') as f: json.dump(dict(variant=args.variant, frames=args.frames, size=args.size, rows=rows), f, indent=1)
+    torch = setup_torch(args.threads)
+    from easyanimate.performance import matmul_gflops, reuse_freed_memory
+    if args.reuse_memory: reuse_freed_memory()
+    info = machine(args.threads)
+    names = [r for r in args.rows.split(',') if r] + (['ours-compile'] if args.compile else [])
+    unknown = [r for r in names if r not in ROWS]
+    if unknown: p.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    built = {n: build(n, args) for n in names}
+    counts = {n: flops(n, args, *built[n]) for n in names if n in ('ours', 'latte')}
+    for n in names: counts.setdefault(n, counts['latte'] if n == 'latte' else counts.get('ours') or flops(n, args, *built[n]))
+    # the compile row compiles in its warm-up calls; report how long that took
+    fns, compile_s = {}, {}
+    for n, (model, fwd, fwdbwd) in built.items():
+        if n == 'ours-compile':
+            import time
+            start = time.perf_counter(); fwd(); fwdbwd(); compile_s[n] = time.perf_counter() - start
+        fns[(n, 'forward')] = fwd
+        if n in TRAINED: fns[(n, 'forward+backward')] = fwdbwd
+    n_mm = args.size if args.tiny else 2048
+    fns[('matmul', 'fp32')] = lambda: matmul_gflops(torch.float32, n=n_mm, repeat=3)
+    fns[('matmul', 'bf16')] = lambda: matmul_gflops(torch.bfloat16, n=n_mm, repeat=3)
+    mm_rates = {'fp32': [], 'bf16': []}
+    wrapped = {k: (lambda k=k, f=f: mm_rates[k[1]].append(f())) if k[0] == 'matmul' else f for k, f in fns.items()}
+    times = rounds(wrapped, args.rounds)
+    limit = {k: sorted(v)[len(v) // 2] for k, v in mm_rates.items()}
+    rows = []
+    for (n, mode), secs in times.items():
+        if n == 'matmul': continue
+        model = built[n][0]
+        work = counts[n]['forward' if mode == 'forward' else 'forward_backward']
+        s = summary(secs)
+        precision = ROWS[n][1]
+        lim = limit['bf16' if 'bf16' in precision else 'fp32']
+        rows.append(dict(row=n, model=ROWS[n][0], precision=precision, attention=ROWS[n][2], mode=mode, seconds=s['median'], seconds_min=s['min'],
+                         times=s['times'], gflop=work / 1e9, gflops=work / 1e9 / s['median'], limit_gflops=lim,
+                         of_limit=work / 1e9 / s['median'] / lim, params_m=sum(p.numel() for p in model.parameters()) / 1e6))
+    ref = {r['mode']: r['seconds'] for r in rows if r['row'] == 'v1-style'}
+    for r in rows: r['speedup_vs_v1_style'] = ref[r['mode']] / r['seconds'] if r['mode'] in ref else None
+    if not args.no_memory:  # after the timings, two processes at a time (memory does not depend on the speed)
+        from concurrent.futures import ThreadPoolExecutor
+        def peak(r):
+            cmd = [sys.executable, __file__, '--worker', '--row', r['row'], '--mode', r['mode'], '--threads', '1',
+                   '--frames', str(args.frames), '--size', str(args.size)] + (['--tiny'] if args.tiny else []) + (['--reuse-memory'] if args.reuse_memory else [])
+            return run_json(cmd)['peak_mib']
+        with ThreadPoolExecutor(2) as pool:
+            for r, mib in zip(rows, pool.map(peak, rows)): r['peak_mib'] = mib
+    info['load_after'] = [round(x, 2) for x in load_average()]
+    cfg, frames, size, tokens = geometry(args)
+    data = dict(machine=info, config=cfg, frames=frames, latent_size=size, caption_tokens=tokens, rounds=args.rounds, reuse_memory=args.reuse_memory,
+                matmul_gflops=mm_rates, matmul_limit=limit, flops=counts, compile_seconds=compile_s, rows=rows)
+    md = report(data)
+    write_result(args.out, data, md)
+    print(md)
+
+
+def fmt(x, spec): return '' if x is None else format(x, spec)
+
+
+def report(d):
+    m, c = d['machine'], d['config']
+    head = (f"Denoiser on CPU ({m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
+            f"{m['load_after'][0]:.1f} after): {c['num_layers']} blocks, hidden {c['num_attention_heads'] * c['attention_head_dim']} "
+            f"({c['num_attention_heads']}x{c['attention_head_dim']}), batch 1, {d['frames']} frames of {d['latent_size']}x{d['latent_size']} latents, "
+            f"caption {d['caption_tokens']} x {c['caption_channels']}. Seconds: median of {d['rounds']} interleaved rounds (fastest in brackets). "
+            f"Matmul limit measured in the same rounds: fp32 {d['matmul_limit']['fp32']:.0f} GFLOP/s, bf16 {d['matmul_limit']['bf16']:.0f} GFLOP/s"
+            f"{'; freed memory reused (reuse_freed_memory)' if d['reuse_memory'] else ''}.\n\n")
+    header = ['model', 'precision', 'attention', 'mode', 'seconds', 'GFLOP', 'GFLOP/s', '% of matmul limit', 'vs v1-style', 'peak MiB', 'params M']
+    rows = [[r['model'], r['precision'], r['attention'], r['mode'], f"{r['seconds']:.2f} [{r['seconds_min']:.2f}]", f"{r['gflop']:.1f}",
+             f"{r['gflops']:.0f}", f"{100 * r['of_limit']:.0f}%", fmt(r['speedup_vs_v1_style'], '.2f') + ('x' if r['speedup_vs_v1_style'] else ''),
+             fmt(r.get('peak_mib'), '.0f'), f"{r['params_m']:.1f}"] for r in sorted(d['rows'], key=lambda r: r['mode'] != 'forward')]
+    tail = ''
+    if d['compile_seconds']: tail = f"\ntorch.compile: {d['compile_seconds']['ours-compile']:.0f} s of compiling in the warm-up calls (not in the timings).\n"
+    return head + md_table(header, rows) + tail
 
 
 if __name__ == '__main__':

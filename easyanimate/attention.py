@@ -8,12 +8,15 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from torch import nn
+from diffusers.models.activations import GELU, GEGLU
+from diffusers.models.attention import FeedForward as DiffusersFeedForward
 from .utils import EasyAnimateError
 
 # %% auto #0
 __all__ = ['ATTENTION_BACKENDS', 'naive_attention', 'check_backend', 'get_attention_backend', 'set_attention_backend',
-           'attention_backend', 'is_cpu_half', 'sliced_attention', 'attend', 'mask_to_bias', 'is_plain_linear',
-           'can_fuse', 'fused_linear', 'Attention']
+           'attention_backend', 'is_cpu_half', 'bmm_attention', 'sliced_attention', 'attend', 'mask_to_bias',
+           'is_plain_linear', 'can_fuse', 'fused_linear', 'linear_kernel', 'linear', 'geglu', 'FeedForward',
+           'Attention']
 
 # %% ../nbs/01_attention.ipynb #89744687
 def naive_attention(q, k, v, bias=None, scale=None):
@@ -52,17 +55,25 @@ def attention_backend(name):
 def is_cpu_half(t): return t.device.type == 'cpu' and t.dtype in (torch.bfloat16, torch.float16)
 
 # %% ../nbs/01_attention.ipynb #1b5f7d86
+def bmm_attention(q, k, v, bias=None, scale=None):
+    "`naive_attention` with fewer passes over the scores: q is scaled (and made contiguous) first, the bias added in place."
+    b, h, n, d = q.shape
+    q = (q * (d ** -0.5 if scale is None else scale)).flatten(0, 1)
+    scores = torch.bmm(q, k.reshape(b * h, -1, d).transpose(1, 2))
+    if bias is not None: scores.view(b, h, n, -1).add_(bias)
+    return torch.bmm(scores.softmax(-1), v.reshape(b * h, -1, v.shape[-1])).view(b, h, n, -1)
+
 def sliced_attention(q, k, v, bias=None, scale=None, max_scores=2**25):
-    "`naive_attention` of [B, heads, N, d] tensors in slices of the batch, then of the queries, of at most `max_scores` scores each."
+    "`bmm_attention` of [B, heads, N, d] tensors in slices of the batch, then of the queries, of at most `max_scores` scores each."
     b, h, n, s = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
-    if b * h * n * s <= max_scores: return naive_attention(q, k, v, bias, scale)
+    if b * h * n * s <= max_scores: return bmm_attention(q, k, v, bias, scale)
     if b > 1:
         step = max(1, max_scores // (h * n * s))
         part = lambda t, i: t[i:i + step] if t is not None and t.shape[0] == b else t
         return torch.cat([sliced_attention(part(q, i), part(k, i), part(v, i), part(bias, i), scale, max_scores) for i in range(0, b, step)])
     step = max(1, max_scores // (h * s))
     rows = lambda t, i: t if t is None or t.shape[-2] == 1 else t[..., i:i + step, :]
-    return torch.cat([naive_attention(q[:, :, i:i + step], k, v, rows(bias, i), scale) for i in range(0, n, step)], dim=2)
+    return torch.cat([bmm_attention(q[:, :, i:i + step], k, v, rows(bias, i), scale) for i in range(0, n, step)], dim=2)
 
 def attend(q, k, v, bias=None, scale=None, backend=None, upcast=False):
     "Multi-head attention of [B, heads, N, d] tensors with an optional additive `bias`."
@@ -82,7 +93,7 @@ def mask_to_bias(mask, dtype=torch.float32):
     if mask.ndim != 2: raise EasyAnimateError(f"attention mask must be [batch, tokens] with 1 = keep, 0 = padding; got shape {tuple(mask.shape)}")
     return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
 
-# %% ../nbs/01_attention.ipynb #34363c21
+# %% ../nbs/01_attention.ipynb #18cd387e
 def is_plain_linear(layer):
     "A bare `nn.Linear` (no subclass such as a peft adapter, no forward hooks such as a LoRA's): its weight is all it computes."
     return type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
@@ -93,8 +104,49 @@ def can_fuse(*layers):
 def fused_linear(x, layers):
     "The outputs of Linear `layers` that read the same `x`, concatenated along the last axis, from one matmul."
     bias = None if layers[0].bias is None else torch.cat([l.bias for l in layers])
-    return F.linear(x, torch.cat([l.weight for l in layers]), bias)
+    return linear_kernel(x, torch.cat([l.weight for l in layers]), bias)
 
+def _onednn_ok(x, weight, bias):
+    if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.bfloat16) or weight.dtype != x.dtype or x.ndim < 2: return False
+    if not torch.backends.mkldnn.is_available() or torch.is_autocast_enabled('cpu'): return False
+    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (x, weight, bias))
+
+def linear_kernel(x, weight, bias=None, activation=None, approximate='none'):
+    "`F.linear` (then GELU if `activation` is 'gelu'), through oneDNN with bias and GELU fused where no gradient is needed."
+    if _onednn_ok(x, weight, bias):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation or 'none', [], approximate if activation else '')
+    y = F.linear(x, weight, bias)
+    return F.gelu(y, approximate=approximate) if activation == 'gelu' else y
+
+def linear(x, layer, activation=None, approximate='none'):
+    "`layer(x)` for a Linear `layer` (then GELU if `activation` is 'gelu'); a layer with hooks or a subclass is called as it is."
+    if not is_plain_linear(layer):
+        y = layer(x)
+        return F.gelu(y, approximate=approximate) if activation == 'gelu' else y
+    return linear_kernel(x, layer.weight, layer.bias, activation, approximate)
+
+# %% ../nbs/01_attention.ipynb #6d55a1cf
+def geglu(x, proj):
+    "diffusers' GEGLU of `proj` (a Linear to 2 x inner): `value * gelu(gate)`."
+    if not is_plain_linear(proj):
+        value, gate = proj(x).chunk(2, dim=-1)
+        return value * F.gelu(gate)
+    inner, w, b = proj.out_features // 2, proj.weight, proj.bias
+    value = linear_kernel(x, w[:inner], None if b is None else b[:inner])
+    gate = linear_kernel(x, w[inner:], None if b is None else b[inner:], 'gelu')
+    return value.mul_(gate) if not value.requires_grad else value * gate
+
+class FeedForward(DiffusersFeedForward):
+    "diffusers' `FeedForward` (the same parameters and state-dict names), with the GELU/GEGLU activation fused into its first matmul."
+    def forward(self, x):
+        act, *rest = self.net
+        if type(act) is GEGLU: x = geglu(x, act.proj)
+        elif type(act) is GELU and not (act._forward_hooks or act._forward_pre_hooks): x = linear(x, act.proj, 'gelu', act.approximate)
+        else: x = act(x)
+        for m in rest: x = linear(x, m) if isinstance(m, nn.Linear) else m(x)
+        return x
+
+# %% ../nbs/01_attention.ipynb #34363c21
 class Attention(nn.Module):
     "Multi-head attention with diffusers/v1 parameter names (`to_q`, `to_k`, `to_v`, `to_out.0`)."
     def __init__(self, query_dim, heads=8, dim_head=64, cross_attention_dim=None, bias=False, out_bias=True,
@@ -120,13 +172,13 @@ class Attention(nn.Module):
         q, k, v = self.to_q, self.to_k, self.to_v
         if not can_fuse(q, k, v):
             context = x if context is None else context
-            return self.split_heads(q(x)), self.split_heads(k(context)), self.split_heads(v(context))
+            return self.split_heads(linear(x, q)), self.split_heads(linear(context, k)), self.split_heads(linear(context, v))
         if context is None: return self.split_heads(fused_linear(x, (q, k, v)), 3)
-        return (self.split_heads(q(x)), *self.split_heads(fused_linear(context, (k, v)), 2))
+        return (self.split_heads(linear(x, q)), *self.split_heads(fused_linear(context, (k, v)), 2))
 
     def attend(self, x, context, bias):
         out = attend(*self.project(x, context), bias, self.scale, self.backend, self.upcast)
-        return self.to_out[1](self.to_out[0](self.merge_heads(out)))
+        return self.to_out[1](linear(self.merge_heads(out), self.to_out[0]))
 
     def forward(self, x, context=None, bias=None):
         "Attend from `x` [B, N, D] to `context` [B, L, D'] (default `x`); `bias` [B, 1, L] is added to the scores."

@@ -7,9 +7,8 @@ from __future__ import annotations
 import math
 import torch
 from torch import nn
-from diffusers.models.attention import FeedForward
 from .utils import EasyAnimateError
-from .attention import Attention
+from .attention import Attention, FeedForward, linear
 
 # %% auto #0
 __all__ = ['V1_MOTION_MODULE_KWARGS', 'MOTION_MODULE_TYPES', 'sinusoidal_table', 'PositionalEncoding', 'check_grid',
@@ -112,9 +111,9 @@ class TemporalTransformer(nn.Module):
         # torch 2.13's CPU GroupNorm backward crashes on a channels-last input that needs no gradient (motion-module-only training)
         if torch.is_grad_enabled() and not per_frame.requires_grad: per_frame = per_frame.contiguous()
         normed = self.norm(per_frame)
-        seqs = grid_to_sequences(self.proj_in(normed.permute(0, 2, 3, 1)), frames, height, width, self.block_size)
+        seqs = grid_to_sequences(linear(normed.permute(0, 2, 3, 1), self.proj_in), frames, height, width, self.block_size)
         for block in self.transformer_blocks: seqs = block(seqs, frames)
-        moved = grid_view(self.proj_out(seqs), frames, height, width, self.block_size)
+        moved = grid_view(linear(seqs, self.proj_out), frames, height, width, self.block_size)
         out = tokens.view(moved.shape) + moved   # the first operand's (token-major) memory order
         return out.reshape(b, frames, height, width, c).permute(0, 4, 1, 2, 3)
 

@@ -14,9 +14,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.embeddings import PatchEmbed, PixArtAlphaTextProjection
 from diffusers.models.normalization import AdaLayerNormSingle
-from diffusers.models.attention import FeedForward
 from .utils import EasyAnimateError, load_state_dict, key_report, KeyReport
-from .attention import Attention, mask_to_bias, check_backend
+from .attention import Attention, FeedForward, linear, mask_to_bias, check_backend
 from .motion_module import get_motion_module, PositionalEncoding, V1_MOTION_MODULE_KWARGS
 
 _logger = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ def run_blocks(model, x, context, bias, timestep, frames, height, width):
 
 def final_layer(model, x, embedded_timestep):
     shift, scale = (model.scale_shift_table[None] + embedded_timestep[:, None]).chunk(2, dim=1)
-    return model.proj_out(modulate(model.norm_out(x), shift, scale))
+    return linear(modulate(model.norm_out(x), shift, scale), model.proj_out)
 
 def unpatchify(model, x, frames, height, width):
     "[B, F*h*w, p*p*C] -> [B, C, F, h*p, w*p]."

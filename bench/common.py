@@ -1,0 +1,81 @@
+"""Shared plumbing of the benchmark scripts: threads, timing in interleaved rounds, resident memory, machine facts, results."""
+import datetime, json, os, platform, resource, statistics, subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / 'bench' / 'results'
+IMAGES = ROOT / 'nbs' / 'images'
+
+
+def setup_torch(threads):
+    import torch
+    if threads: torch.set_num_threads(threads)
+    return torch
+
+
+def rss_mib():
+    "Resident set size of this process now."
+    with open('/proc/self/statm') as f: return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def peak_rss_mib():
+    """Highest resident set size of this process so far: VmHWM, which starts afresh at exec (ru_maxrss does not: a child
+    started by a large parent inherits the parent's peak)."""
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith('VmHWM:'): return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_average(): return os.getloadavg()
+
+
+def cpu_model():
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or 'unknown CPU'
+
+
+def machine(threads):
+    import torch
+    return dict(date=datetime.datetime.now().strftime('%Y-%m-%d %H:%M'), cpu=cpu_model(), cores=os.cpu_count(), threads=threads or torch.get_num_threads(),
+                torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(), python=platform.python_version(),
+                load_before=[round(x, 2) for x in load_average()])
+
+
+def rounds(fns, n, warmup=1):
+    """Time each callable of `fns` (name -> fn) `n` times in interleaved rounds (the order reversed every other round, so a
+    change in machine load hits all alike), after `warmup` calls each; returns name -> list of seconds."""
+    for f in fns.values():
+        for _ in range(warmup): f()
+    times = {k: [] for k in fns}
+    names = list(fns)
+    for r in range(n):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            start = time.perf_counter(); fns[k](); times[k].append(time.perf_counter() - start)
+    return times
+
+
+def summary(seconds):
+    return dict(median=statistics.median(seconds), min=min(seconds), times=[round(s, 4) for s in seconds])
+
+
+def run_json(cmd, timeout=None):
+    "Run a worker command that prints one JSON object as its last line."
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode: raise SystemExit(f"worker failed ({' '.join(map(str, cmd))}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_result(name, data, markdown=None):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f'{name}.json').write_text(json.dumps(data, indent=1))
+    if markdown is not None: (RESULTS / f'{name}.md').write_text(markdown)
+    return RESULTS / f'{name}.json'
+
+
+def md_table(header, rows):
+    "A markdown table from a header list and rows of strings."
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' if i == 0 else '---:' for i in range(len(header))) + '|']
+    return '\n'.join(lines + ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows]) + '\n'
