@@ -44,3 +44,12 @@ export: setup
 
 clean: setup
 	$(BIN)/nbdev_clean
+
+# Performance: the denoiser, generation and training benchmarks (a few minutes each on 2 cores); results go to
+# bench/results/ (json + md) and plots to nbs/images/perf_*.png, which nbs/16_performance.ipynb shows.
+# MODEL=path/to/pipeline benchmarks another pipeline folder (default: the bundled demo model, or a stand-in of its size).
+.PHONY: bench
+bench: setup
+	$(BIN)/python bench/bench_transformer.py
+	$(BIN)/python bench/bench_pipeline.py $(if $(MODEL),--model $(MODEL))
+	$(BIN)/python bench/bench_training.py $(if $(MODEL),--model $(MODEL))

@@ -13,7 +13,7 @@ measured per row in a fresh process: the highest resident size during the first 
 import argparse, copy, json, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import setup_torch, rss_mib, peak_rss_mib, load_average, machine, rounds, summary, run_json, write_result, md_table
+from common import setup_torch, rss_mib, peak_rss_mib, load_average, machine, rounds, summary, run_json, write_result, md_table, IMAGES
 
 MID_SIZE = dict(num_attention_heads=6, attention_head_dim=64, in_channels=4, out_channels=8, num_layers=4, sample_size=32,
                 caption_channels=4096, cross_attention_dim=384)
@@ -113,7 +113,8 @@ def main(argv=None):
     p.add_argument('--no-memory', action='store_true', help='skip the per-row peak-memory processes')
     p.add_argument('--reuse-memory', action='store_true', help='easyanimate.performance.reuse_freed_memory() in every process')
     p.add_argument('--tiny', action='store_true', help='a tiny config: checks the machinery in seconds')
-    p.add_argument('--out', default='transformer', help='results name under bench/results/ (json and md)')
+    p.add_argument('--out', default='transformer', help='results name under bench/results/ (json and md), or a path')
+    p.add_argument('--plot', default=str(IMAGES / 'perf_denoiser.png'), help="bar chart of the seconds ('' for none)")
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--row', help=argparse.SUPPRESS)
     p.add_argument('--mode', help=argparse.SUPPRESS)
@@ -138,7 +139,7 @@ def main(argv=None):
             start = time.perf_counter(); fwd(); fwdbwd(); compile_s[n] = time.perf_counter() - start
         fns[(n, 'forward')] = fwd
         if n in TRAINED: fns[(n, 'forward+backward')] = fwdbwd
-    n_mm = args.size if args.tiny else 2048
+    n_mm = 256 if args.tiny else 2048
     fns[('matmul', 'fp32')] = lambda: matmul_gflops(torch.float32, n=n_mm, repeat=3)
     fns[('matmul', 'bf16')] = lambda: matmul_gflops(torch.bfloat16, n=n_mm, repeat=3)
     mm_rates = {'fp32': [], 'bf16': []}
@@ -172,7 +173,24 @@ def main(argv=None):
                 matmul_gflops=mm_rates, matmul_limit=limit, flops=counts, compile_seconds=compile_s, rows=rows)
     md = report(data)
     write_result(args.out, data, md)
+    if args.plot: plot(data, args.plot)
     print(md)
+
+
+def plot(d, path):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    rows = [r for r in d['rows'] if r['mode'] == 'forward']
+    train = {r['row']: r for r in d['rows'] if r['mode'] != 'forward'}
+    labels = [f"{r['model']}\n{r['precision']}, {r['attention']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1))
+    ys = range(len(rows))
+    ax.barh([y + 0.2 for y in ys], [r['seconds'] for r in rows], 0.4, label='forward')
+    ax.barh([y - 0.2 for y in ys], [train[r['row']]['seconds'] if r['row'] in train else 0 for r in rows], 0.4, label='forward + backward')
+    for y, r in zip(ys, rows): ax.text(r['seconds'], y + 0.2, f" {r['seconds']:.2f} s, {100 * r['of_limit']:.0f}% of matmul limit", va='center', fontsize=8)
+    ax.set_yticks(list(ys)); ax.set_yticklabels(labels, fontsize=8); ax.invert_yaxis(); ax.set_xlabel('seconds (median)')
+    ax.set_title(f"{d['frames']} frames of {d['latent_size']}x{d['latent_size']} latents, {d['machine']['threads']} CPU threads"); ax.legend(loc='lower right')
+    fig.tight_layout(); Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
 
 
 def fmt(x, spec): return '' if x is None else format(x, spec)

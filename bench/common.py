@@ -69,10 +69,12 @@ def run_json(cmd, timeout=None):
 
 
 def write_result(name, data, markdown=None):
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f'{name}.json').write_text(json.dumps(data, indent=1))
-    if markdown is not None: (RESULTS / f'{name}.md').write_text(markdown)
-    return RESULTS / f'{name}.json'
+    "Write `name`.json (and .md) under bench/results/, or at `name` itself when it is a path."
+    base = Path(name) if Path(name).parent != Path('.') else RESULTS / name
+    base.parent.mkdir(parents=True, exist_ok=True)
+    base.with_suffix('.json').write_text(json.dumps(data, indent=1))
+    if markdown is not None: base.with_suffix('.md').write_text(markdown)
+    return base.with_suffix('.json')
 
 
 def md_table(header, rows):

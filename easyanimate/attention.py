@@ -15,8 +15,8 @@ from .utils import EasyAnimateError
 # %% auto #0
 __all__ = ['ATTENTION_BACKENDS', 'naive_attention', 'check_backend', 'get_attention_backend', 'set_attention_backend',
            'attention_backend', 'is_cpu_half', 'bmm_attention', 'sliced_attention', 'attend', 'mask_to_bias',
-           'is_plain_linear', 'can_fuse', 'fused_linear', 'linear_kernel', 'linear', 'geglu', 'FeedForward',
-           'Attention']
+           'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'linear_kernel', 'linear', 'geglu',
+           'FeedForward', 'Attention']
 
 # %% ../nbs/01_attention.ipynb #89744687
 def naive_attention(q, k, v, bias=None, scale=None):
@@ -106,9 +106,20 @@ def fused_linear(x, layers):
     bias = None if layers[0].bias is None else torch.cat([l.bias for l in layers])
     return linear_kernel(x, torch.cat([l.weight for l in layers]), bias)
 
+_onednn_linear = True
+
+@contextlib.contextmanager
+def torch_linear():
+    "Inside this block every linear layer runs `F.linear` (for counting FLOPs, or comparing kernels)."
+    global _onednn_linear
+    old, _onednn_linear = _onednn_linear, False
+    try: yield
+    finally: _onednn_linear = old
+
 def _onednn_ok(x, weight, bias):
+    if not _onednn_linear: return False
     if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.bfloat16) or weight.dtype != x.dtype or x.ndim < 2: return False
-    if not torch.backends.mkldnn.is_available() or torch.is_autocast_enabled('cpu'): return False
+    if not torch.backends.mkldnn.is_available() or torch.is_autocast_enabled('cpu') or torch.compiler.is_compiling(): return False  # compile picks its own kernels
     return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (x, weight, bias))
 
 def linear_kernel(x, weight, bias=None, activation=None, approximate='none'):

@@ -8,6 +8,7 @@ import ctypes, statistics, time
 import torch
 from torch.nn.attention import sdpa_kernel, SDPBackend
 from torch.utils.flop_counter import FlopCounterMode
+from .attention import torch_linear
 
 # %% auto #0
 __all__ = ['M_TRIM_THRESHOLD', 'M_MMAP_MAX', 'transformer_flops', 'counted_flops', 'matmul_gflops', 'reuse_freed_memory']
@@ -41,8 +42,8 @@ def transformer_flops(config, frames, height, width, batch=1, caption_tokens=120
 
 # %% ../nbs/16_performance.ipynb #e4b43cc7
 def counted_flops(fn, *args, **kwargs) -> int:
-    "The matrix-product FLOPs PyTorch counts while running `fn(*args, **kwargs)` (attention on SDPA's math path)."
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter: fn(*args, **kwargs)
+    "The matrix-product FLOPs PyTorch counts while running `fn(*args, **kwargs)` (attention on SDPA's math path, linear layers on `F.linear`)."
+    with torch_linear(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter: fn(*args, **kwargs)
     return counter.get_total_flops()
 
 # %% ../nbs/16_performance.ipynb #0f2483c2
