@@ -662,6 +662,7 @@ def scaled_lr(config, num_processes):
     return config.learning_rate * math.sqrt(config.train_batch_size * num_processes * config.gradient_accumulation_steps / 256)
 
 # %% ../nbs/11_training.ipynb #2b4f7b12
+@torch.enable_grad()  # a caller (notebook, app) may have switched gradients off globally
 def train(config) -> TrainResult:
     "Run (or resume) a training run described by a `TrainConfig` (or a dict of options)."
     from accelerate import Accelerator
