@@ -112,6 +112,8 @@ def main(argv=None):
     p.add_argument('--compile', action='store_true', help='add the torch.compile row (compiling takes a minute or two)')
     p.add_argument('--no-memory', action='store_true', help='skip the per-row peak-memory processes')
     p.add_argument('--reuse-memory', action='store_true', help='easyanimate.performance.reuse_freed_memory() in every process')
+    p.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
+                   help="wall: elapsed time; cpu: this process's CPU time (needs --threads 1; steady on a shared machine)")
     p.add_argument('--tiny', action='store_true', help='a tiny config: checks the machinery in seconds')
     p.add_argument('--out', default='transformer', help='results name under bench/results/ (json and md), or a path')
     p.add_argument('--plot', default=str(IMAGES / 'perf_denoiser.png'), help="bar chart of the seconds ('' for none)")
@@ -121,6 +123,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.worker: return memory_worker(args)
 
+    if args.clock == 'cpu' and args.threads != 1: p.error('--clock cpu measures one thread: use --threads 1')
+    import time
+    clock = time.process_time if args.clock == 'cpu' else time.perf_counter
     torch = setup_torch(args.threads)
     from easyanimate.performance import matmul_gflops, reuse_freed_memory
     if args.reuse_memory: reuse_freed_memory()
@@ -140,11 +145,11 @@ def main(argv=None):
         fns[(n, 'forward')] = fwd
         if n in TRAINED: fns[(n, 'forward+backward')] = fwdbwd
     n_mm = 256 if args.tiny else 2048
-    fns[('matmul', 'fp32')] = lambda: matmul_gflops(torch.float32, n=n_mm, repeat=3)
-    fns[('matmul', 'bf16')] = lambda: matmul_gflops(torch.bfloat16, n=n_mm, repeat=3)
+    fns[('matmul', 'fp32')] = lambda: matmul_gflops(torch.float32, n=n_mm, repeat=3, clock=clock)
+    fns[('matmul', 'bf16')] = lambda: matmul_gflops(torch.bfloat16, n=n_mm, repeat=3, clock=clock)
     mm_rates = {'fp32': [], 'bf16': []}
     wrapped = {k: (lambda k=k, f=f: mm_rates[k[1]].append(f())) if k[0] == 'matmul' else f for k, f in fns.items()}
-    times = rounds(wrapped, args.rounds)
+    times = rounds(wrapped, args.rounds, clock=clock)
     limit = {k: sorted(v)[len(v) // 2] for k, v in mm_rates.items()}
     rows = []
     for (n, mode), secs in times.items():
@@ -169,7 +174,7 @@ def main(argv=None):
             for r, mib in zip(rows, pool.map(peak, rows)): r['peak_mib'] = mib
     info['load_after'] = [round(x, 2) for x in load_average()]
     cfg, frames, size, tokens = geometry(args)
-    data = dict(machine=info, config=cfg, frames=frames, latent_size=size, caption_tokens=tokens, rounds=args.rounds, reuse_memory=args.reuse_memory,
+    data = dict(machine=info, config=cfg, frames=frames, latent_size=size, caption_tokens=tokens, rounds=args.rounds, reuse_memory=args.reuse_memory, clock=args.clock,
                 matmul_gflops=mm_rates, matmul_limit=limit, flops=counts, compile_seconds=compile_s, rows=rows)
     md = report(data)
     write_result(args.out, data, md)
@@ -201,7 +206,7 @@ def report(d):
     head = (f"Denoiser on CPU ({m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
             f"{m['load_after'][0]:.1f} after): {c['num_layers']} blocks, hidden {c['num_attention_heads'] * c['attention_head_dim']} "
             f"({c['num_attention_heads']}x{c['attention_head_dim']}), batch 1, {d['frames']} frames of {d['latent_size']}x{d['latent_size']} latents, "
-            f"caption {d['caption_tokens']} x {c['caption_channels']}. Seconds: median of {d['rounds']} interleaved rounds (fastest in brackets). "
+            f"caption {d['caption_tokens']} x {c['caption_channels']}. Seconds{' of CPU time (one thread)' if d.get('clock') == 'cpu' else ''}: median of {d['rounds']} interleaved rounds (fastest in brackets). "
             f"Matmul limit measured in the same rounds: fp32 {d['matmul_limit']['fp32']:.0f} GFLOP/s, bf16 {d['matmul_limit']['bf16']:.0f} GFLOP/s"
             f"{'; freed memory reused (reuse_freed_memory)' if d['reuse_memory'] else ''}.\n\n")
     header = ['model', 'precision', 'attention', 'mode', 'seconds', 'GFLOP', 'GFLOP/s', '% of matmul limit', 'vs v1-style', 'peak MiB', 'params M']

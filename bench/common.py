@@ -44,7 +44,7 @@ def machine(threads):
                 load_before=[round(x, 2) for x in load_average()])
 
 
-def rounds(fns, n, warmup=1):
+def rounds(fns, n, warmup=1, clock=time.perf_counter):
     """Time each callable of `fns` (name -> fn) `n` times in interleaved rounds (the order reversed every other round, so a
     change in machine load hits all alike), after `warmup` calls each; returns name -> list of seconds."""
     for f in fns.values():
@@ -53,7 +53,7 @@ def rounds(fns, n, warmup=1):
     names = list(fns)
     for r in range(n):
         for k in (names if r % 2 == 0 else names[::-1]):
-            start = time.perf_counter(); fns[k](); times[k].append(time.perf_counter() - start)
+            start = clock(); fns[k](); times[k].append(clock() - start)
     return times
 
 

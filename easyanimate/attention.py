@@ -15,8 +15,8 @@ from .utils import EasyAnimateError
 # %% auto #0
 __all__ = ['ATTENTION_BACKENDS', 'naive_attention', 'check_backend', 'get_attention_backend', 'set_attention_backend',
            'attention_backend', 'is_cpu_half', 'bmm_attention', 'sliced_attention', 'attend', 'mask_to_bias',
-           'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'linear_kernel', 'linear', 'geglu',
-           'FeedForward', 'Attention']
+           'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'OneDNNLinear', 'linear_kernel', 'linear',
+           'geglu', 'FeedForward', 'Attention']
 
 # %% ../nbs/01_attention.ipynb #89744687
 def naive_attention(q, k, v, bias=None, scale=None):
@@ -119,14 +119,34 @@ def torch_linear():
 def _onednn_ok(x, weight, bias):
     if not _onednn_linear: return False
     if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.bfloat16) or weight.dtype != x.dtype or x.ndim < 2: return False
-    if not torch.backends.mkldnn.is_available() or torch.is_autocast_enabled('cpu') or torch.compiler.is_compiling(): return False  # compile picks its own kernels
-    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (x, weight, bias))
+    return torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled('cpu') and not torch.compiler.is_compiling()  # compile picks its own kernels
+
+def _onednn(x, weight, bias=None, activation=None, approximate='none'):
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation or 'none', [], approximate if activation else '')
+
+class OneDNNLinear(torch.autograd.Function):
+    "`F.linear` with oneDNN's forward and input gradient; the weight gradient stays a BLAS matmul, which is faster for its shape."
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        g2 = grad.reshape(-1, grad.shape[-1])
+        gx = _onednn(grad, weight.t()) if ctx.needs_input_grad[0] else None
+        gw = g2.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        gb = g2.sum(0) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb
 
 def linear_kernel(x, weight, bias=None, activation=None, approximate='none'):
-    "`F.linear` (then GELU if `activation` is 'gelu'), through oneDNN with bias and GELU fused where no gradient is needed."
-    if _onednn_ok(x, weight, bias):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation or 'none', [], approximate if activation else '')
-    y = F.linear(x, weight, bias)
+    "`F.linear` (then GELU if `activation` is 'gelu'), through oneDNN where it can: bias and GELU fused when no gradient is needed."
+    if not _onednn_ok(x, weight, bias): y = F.linear(x, weight, bias)
+    elif not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return _onednn(x, weight, bias, activation, approximate)
+    else: y = OneDNNLinear.apply(x, weight, bias)
     return F.gelu(y, approximate=approximate) if activation == 'gelu' else y
 
 def linear(x, layer, activation=None, approximate='none'):
