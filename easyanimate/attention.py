@@ -117,9 +117,9 @@ def torch_linear():
     finally: _onednn_linear = old
 
 def _onednn_ok(x, weight, bias):
-    if not _onednn_linear: return False
+    if torch.compiler.is_compiling() or not _onednn_linear: return False   # compile picks its own kernels
     if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.bfloat16) or weight.dtype != x.dtype or x.ndim < 2: return False
-    return torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled('cpu') and not torch.compiler.is_compiling()  # compile picks its own kernels
+    return torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled('cpu')
 
 def _onednn(x, weight, bias=None, activation=None, approximate='none'):
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation or 'none', [], approximate if activation else '')
