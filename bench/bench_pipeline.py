@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import setup_torch, rss_mib, peak_rss_mib, load_average, machine, run_json, write_result, md_table, IMAGES
 
 PROMPT = 'a big red circle moving right'
+CLOCK = time.perf_counter   # time.process_time with --clock cpu
 
 
 def default_model(folder):
@@ -59,16 +60,24 @@ def load(model, dtype, sampler=None):
 
 def clip(pipe, frames, size, steps, guidance=7.0, seed=42):
     "Denoise then decode one clip; seconds of each and the video [3, F, H, W]."
-    start = time.perf_counter()
+    start = CLOCK()
     latents = pipe(PROMPT, video_length=frames, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
                    output_type='latent').videos
-    mid = time.perf_counter()
+    mid = CLOCK()
     video = pipe.decode_latents(latents)
-    return dict(denoise_s=mid - start, decode_s=time.perf_counter() - mid, seconds=time.perf_counter() - start), video[0]
+    end = CLOCK()
+    return dict(denoise_s=mid - start, decode_s=end - mid, seconds=end - start), video[0]
+
+
+def set_clock(args):
+    global CLOCK
+    if args.clock == 'cpu' and args.threads != 1: raise SystemExit('--clock cpu measures one thread: use --threads 1')
+    CLOCK = time.process_time if args.clock == 'cpu' else time.perf_counter
 
 
 def point_worker(args):
     "In a fresh process: one generation at `frames` x `size`, its time and peak memory."
+    set_clock(args)
     setup_torch(args.threads)
     pipe = load(args.model, args.dtype)
     before = rss_mib()
@@ -102,7 +111,8 @@ def scaling_plot(points, key, xlabel, path, title):
         pts = sorted((p for p in points if p['dtype'] == dtype), key=lambda p: p[key])
         xs = [p[key] for p in pts]
         a.plot(xs, [p['seconds'] for p in pts], 'o-', label=dtype); b.plot(xs, [p['peak_mib'] for p in pts], 'o-', label=dtype)
-    for ax, yl in ((a, f"seconds per clip ({points[0]['steps']} steps + decode)"), (b, 'peak memory above start (MiB)')):
+    secs = 'CPU seconds' if CLOCK is time.process_time else 'seconds'
+    for ax, yl in ((a, f"{secs} per clip ({points[0]['steps']} steps + decode)"), (b, 'peak memory above start (MiB)')):
         ax.set_xlabel(xlabel); ax.set_ylabel(yl); ax.set_xscale('log', base=2); ax.grid(alpha=0.3); ax.legend()
         ax.set_xticks([p[key] for p in points]); ax.set_xticklabels([str(p[key]) for p in points])
     fig.suptitle(title); fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
@@ -112,6 +122,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--model', help='pipeline folder (default: the bundled demo model, or a random stand-in of its size)')
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
+                   help="wall: elapsed time; cpu: this process's CPU time (needs --threads 1; steady on a shared machine)")
     p.add_argument('--steps', type=int, help="denoising steps per clip for the sampler table (default: the model's, else v1's 30)")
     p.add_argument('--guidance', type=float, help="guidance scale (default: the model's, else v1's 7.0)")
     p.add_argument('--frames', type=int, help="frames per clip for the sampler table and the resolution sweep (default: the model's, else 16)")
@@ -128,6 +140,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.worker: return point_worker(args)
 
+    set_clock(args)
     torch = setup_torch(args.threads)
     from easyanimate.samplers import sampler_names, get_scheduler
     info = machine(args.threads)
@@ -167,7 +180,7 @@ def main(argv=None):
     sizes = [int(s) for s in args.sweep_sizes.split(',')] if args.sweep_sizes else [native * k for k in (1, 2, 3, 4)]
     def point(frames, px, d):
         cmd = [sys.executable, __file__, '--worker', '--model', str(args.model), '--dtype', d, '--frames', str(frames), '--size', str(px),
-               '--steps', str(args.sweep_steps), '--guidance', str(args.guidance), '--threads', str(args.threads), '--rounds', str(args.rounds)]
+               '--steps', str(args.sweep_steps), '--guidance', str(args.guidance), '--threads', str(args.threads), '--rounds', str(args.rounds), '--clock', args.clock]
         return run_json(cmd)
     max_frames = load(args.model, 'fp32').max_frames
     wanted = [int(f) for f in args.sweep_frames.split(',')]
@@ -180,7 +193,7 @@ def main(argv=None):
     scaling_plot(by_size, 'size', 'width = height (px)', IMAGES / 'perf_resolution.png', f'{args.frames} frames, {args.sweep_steps} steps')
     data = dict(machine=info, model=model_name, native_size=native, size=size, frames=args.frames, steps=args.steps, guidance=args.guidance,
                 samplers=table, bf16_vs_fp32=close, by_frames=by_frames, by_size=by_size, sweep_steps=args.sweep_steps,
-                frames_skipped=skipped, max_frames=max_frames, rounds=args.rounds)
+                frames_skipped=skipped, max_frames=max_frames, rounds=args.rounds, clock=args.clock)
     md = report(data)
     write_result(args.out, data, md)
     print(md)
@@ -191,7 +204,7 @@ def report(d):
     m = d['machine']
     head = (f"Generation on CPU ({m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
             f"{m['load_after'][0]:.1f} after). Model: {d['model']}. One clip of {d['frames']} frames at {d['size']}x{d['size']} px, "
-            f"{d['steps']} steps, guidance {d['guidance']}, then VAE decoding; seconds for one clip, the fastest of {d['rounds']} interleaved rounds.\n\n")
+            f"{d['steps']} steps, guidance {d['guidance']}, then VAE decoding; {'CPU ' if d.get('clock') == 'cpu' else ''}seconds for one clip, the fastest of {d['rounds']} interleaved rounds.\n\n")
     by = {}
     for r in d['samplers']: by.setdefault(r['sampler'], {})[r['dtype']] = r
     dtypes = sorted({r['dtype'] for r in d['samplers']}, key=lambda x: x != 'fp32')

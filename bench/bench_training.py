@@ -42,6 +42,8 @@ def worker(args):
     pixels = torch.rand(args.batch, args.frames, 3, size, size, generator=g) * 2 - 1
     autocast = torch.autocast('cpu', torch.bfloat16, enabled=args.precision == 'bf16 autocast')
 
+    clock = time.process_time if args.clock == 'cpu' else time.perf_counter
+
     def step():
         with autocast:
             latents = encode_latents(vae, pixels, 16)
@@ -58,7 +60,7 @@ def worker(args):
     step()
     times = []
     for _ in range(args.steps):
-        start = time.perf_counter(); step(); times.append(time.perf_counter() - start)
+        start = clock(); step(); times.append(clock() - start)
     print(json.dumps(dict(mode=args.mode, checkpointing=args.checkpointing, precision=args.precision, seconds=statistics.median(times),
                           seconds_min=min(times), peak_mib=peak_rss_mib() - before, trainable_m=sum(p.numel() for p in params) / 1e6,
                           total_m=sum(p.numel() for p in transformer.parameters()) / 1e6, size=size, tensors=len(trainable))))
@@ -68,6 +70,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--model', help='pipeline folder (default: the bundled demo model, or a random stand-in of its size)')
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
+                   help="wall: elapsed time; cpu: this process's CPU time (needs --threads 1; steady on a shared machine)")
     p.add_argument('--batch', type=int, default=2, help='clips per step (v1 motion-module script: 2)')
     p.add_argument('--frames', type=int, default=16)
     p.add_argument('--size', type=int, help='pixels (default: the VAE sample size)')
@@ -79,6 +83,7 @@ def main(argv=None):
     p.add_argument('--checkpointing', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--precision', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.clock == 'cpu' and args.threads != 1: p.error('--clock cpu measures one thread: use --threads 1')
     if args.worker: return worker(args)
 
     setup_torch(args.threads)
@@ -92,11 +97,11 @@ def main(argv=None):
         for mode in MODES:
             for ckpt in (False, True):
                 cmd = [sys.executable, __file__, '--worker', '--model', str(args.model), '--mode', mode, '--precision', precision,
-                       '--threads', str(args.threads), '--batch', str(args.batch), '--frames', str(args.frames), '--steps', str(args.steps)]
+                       '--threads', str(args.threads), '--batch', str(args.batch), '--frames', str(args.frames), '--steps', str(args.steps), '--clock', args.clock]
                 cmd += (['--size', str(args.size)] if args.size else []) + (['--checkpointing'] if ckpt else [])
                 rows.append(run_json(cmd))
     info['load_after'] = [round(x, 2) for x in load_average()]
-    data = dict(machine=info, model=model_name, batch=args.batch, frames=args.frames, steps=args.steps, rows=rows)
+    data = dict(machine=info, model=model_name, batch=args.batch, frames=args.frames, steps=args.steps, rows=rows, clock=args.clock)
     md = report(data)
     write_result(args.out, data, md)
     print(md)
@@ -107,7 +112,7 @@ def report(d):
     m, size = d['machine'], d['rows'][0]['size']
     head = (f"Training on CPU ({m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
             f"{m['load_after'][0]:.1f} after). Model: {d['model']}; batch {d['batch']} clips of {d['frames']} frames at {size}x{size} px. "
-            f"One step: VAE encoding, T5, the v1 loss (MSE + learned-variance VB), backward, clipping, AdamW. Median of {d['steps']} steps after a warm-up.\n\n")
+            f"One step: VAE encoding, T5, the v1 loss (MSE + learned-variance VB), backward, clipping, AdamW. {'CPU seconds (one thread): m' if d.get('clock') == 'cpu' else 'M'}edian of {d['steps']} steps after a warm-up (fastest in brackets).\n\n")
     header = ['trains', 'precision', 'gradient checkpointing', 'seconds per step', 'samples/s', 'peak MiB', 'trainable M of']
     rows = [[r['mode'], r['precision'], 'yes' if r['checkpointing'] else 'no', f"{r['seconds']:.2f} [{r['seconds_min']:.2f}]",
              f"{d['batch'] / r['seconds']:.2f}", f"{r['peak_mib']:.0f}", f"{r['trainable_m']:.2f} of {r['total_m']:.2f}"] for r in d['rows']]

@@ -13,10 +13,10 @@ from diffusers.models.attention import FeedForward as DiffusersFeedForward
 from .utils import EasyAnimateError
 
 # %% auto #0
-__all__ = ['ATTENTION_BACKENDS', 'naive_attention', 'check_backend', 'get_attention_backend', 'set_attention_backend',
-           'attention_backend', 'is_cpu_half', 'bmm_attention', 'sliced_attention', 'attend', 'mask_to_bias',
-           'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'OneDNNLinear', 'linear_kernel', 'linear',
-           'geglu', 'FeedForward', 'Attention']
+__all__ = ['ATTENTION_BACKENDS', 'BMM_MAX_KEYS', 'naive_attention', 'check_backend', 'get_attention_backend',
+           'set_attention_backend', 'attention_backend', 'is_cpu_half', 'bmm_attention', 'sliced_attention', 'attend',
+           'mask_to_bias', 'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'OneDNNLinear',
+           'linear_kernel', 'linear', 'geglu', 'FeedForward', 'Attention']
 
 # %% ../nbs/01_attention.ipynb #89744687
 def naive_attention(q, k, v, bias=None, scale=None):
@@ -54,6 +54,8 @@ def attention_backend(name):
 
 def is_cpu_half(t): return t.device.type == 'cpu' and t.dtype in (torch.bfloat16, torch.float16)
 
+BMM_MAX_KEYS = 384   # 'auto' on CPU in half precision: batched matmuls up to this many keys, SDPA beyond
+
 # %% ../nbs/01_attention.ipynb #1b5f7d86
 def bmm_attention(q, k, v, bias=None, scale=None):
     "`naive_attention` with fewer passes over the scores: q is scaled (and made contiguous) first, the bias added in place."
@@ -81,7 +83,7 @@ def attend(q, k, v, bias=None, scale=None, backend=None, upcast=False):
     if upcast: q, k, v = q.float(), k.float(), v.float()
     if bias is not None: bias = bias.to(q.dtype)
     backend = check_backend(backend or get_attention_backend())
-    if backend == 'auto': backend = 'sliced' if is_cpu_half(q) else 'sdpa'
+    if backend == 'auto': backend = 'sliced' if is_cpu_half(q) and k.shape[-2] <= BMM_MAX_KEYS else 'sdpa'
     if backend == 'sdpa': out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     elif backend == 'sliced': out = sliced_attention(q, k, v, bias, scale)
     else: out = naive_attention(q, k, v, bias, scale)
