@@ -193,8 +193,10 @@ def plot(d, path):
     ax.barh([y + 0.2 for y in ys], [r['seconds'] for r in rows], 0.4, label='forward')
     ax.barh([y - 0.2 for y in ys], [train[r['row']]['seconds'] if r['row'] in train else 0 for r in rows], 0.4, label='forward + backward')
     for y, r in zip(ys, rows): ax.text(r['seconds'], y + 0.2, f" {r['seconds']:.2f} s, {100 * r['of_limit']:.0f}% of matmul limit", va='center', fontsize=8)
-    ax.set_yticks(list(ys)); ax.set_yticklabels(labels, fontsize=8); ax.invert_yaxis(); ax.set_xlabel('seconds (median)')
-    ax.set_title(f"{d['frames']} frames of {d['latent_size']}x{d['latent_size']} latents, {d['machine']['threads']} CPU threads"); ax.legend(loc='lower right')
+    cpu, n = d.get('clock') == 'cpu', d['machine']['threads']
+    ax.set_yticks(list(ys)); ax.set_yticklabels(labels, fontsize=8); ax.invert_yaxis(); ax.set_xlabel(f"{'CPU ' if cpu else ''}seconds (median)")
+    ax.set_title(f"{d['frames']} frames of {d['latent_size']}x{d['latent_size']} latents, {n} CPU thread{'s' if n > 1 else ''}")
+    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.12), ncol=2)
     fig.tight_layout(); Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
 
 
