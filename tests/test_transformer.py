@@ -350,3 +350,22 @@ def test_bench_reference_path_is_the_same_model(ref_a):
     with torch.no_grad():
         a, b = old(*args, **kw).sample, new(*args, **kw).sample
     assert (a - ref['output.sample']).abs().max() < 1e-5 and (a - b).abs().max() < 1e-5
+
+
+def test_onednn_kernels_match_plain_linear():
+    "Inference (fused oneDNN) and training (OneDNNLinear) give F.linear's outputs and gradients."
+    from easyanimate.attention import torch_linear
+    model = tiny_model(0)
+    for b in model.transformer_blocks: torch.nn.init.normal_(b.attn_temporal.temporal_transformer.proj_out.weight, std=0.05)
+    x, c, t, mask = inputs(f=2)
+    def run():
+        model.zero_grad()
+        xg = x.clone().requires_grad_()
+        out = model.train()(xg, c, t, encoder_attention_mask=mask).sample
+        out.square().mean().backward()
+        with torch.no_grad(): inference = model.eval()(x, c, t, encoder_attention_mask=mask).sample
+        return out.detach(), inference, xg.grad, {n: p.grad.clone() for n, p in model.named_parameters()}
+    fast = run()
+    with torch_linear(): plain = run()
+    for a, b in zip(fast[:3], plain[:3]): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for n in plain[3]: torch.testing.assert_close(fast[3][n], plain[3][n], rtol=1e-4, atol=1e-6)
