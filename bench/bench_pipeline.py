@@ -12,7 +12,7 @@ own); per-sampler times run in one process, a one-step warm-up first.
 import argparse, json, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import setup_torch, rss_mib, peak_rss_mib, load_average, machine, run_json, write_result, md_table, IMAGES
+from common import model_parser, setup_torch, rss_mib, peak_rss_mib, load_average, machine, run_json, write_result, md_table, IMAGES
 
 PROMPT = 'a big red circle moving right'
 CLOCK = time.perf_counter   # time.process_time with --clock cpu
@@ -119,11 +119,7 @@ def scaling_plot(points, key, xlabel, path, title):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--model', help='pipeline folder (default: the bundled demo model, or a random stand-in of its size)')
-    p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
-                   help="wall: elapsed time; cpu: this process's CPU time (needs --threads 1; steady on a shared machine)")
+    p = model_parser(__doc__.split('\n')[0])
     p.add_argument('--steps', type=int, help="denoising steps per clip for the sampler table (default: the model's, else v1's 30)")
     p.add_argument('--guidance', type=float, help="guidance scale (default: the model's, else v1's 7.0)")
     p.add_argument('--frames', type=int, help="frames per clip for the sampler table and the resolution sweep (default: the model's, else 16)")

@@ -11,7 +11,7 @@ memory is measured above the size before the first step (the models themselves e
 import argparse, json, statistics, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import setup_torch, rss_mib, peak_rss_mib, load_average, machine, run_json, write_result, md_table
+from common import model_parser, setup_torch, rss_mib, peak_rss_mib, load_average, machine, run_json, write_result, md_table
 from bench_pipeline import default_model
 
 MODES = {'motion module': ['attn_temporal'], 'full': ['.']}
@@ -67,11 +67,7 @@ def worker(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--model', help='pipeline folder (default: the bundled demo model, or a random stand-in of its size)')
-    p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
-                   help="wall: elapsed time; cpu: this process's CPU time (needs --threads 1; steady on a shared machine)")
+    p = model_parser(__doc__.split('\n')[0])
     p.add_argument('--batch', type=int, default=2, help='clips per step (v1 motion-module script: 2)')
     p.add_argument('--frames', type=int, default=16)
     p.add_argument('--size', type=int, help='pixels (default: the VAE sample size)')

@@ -1,5 +1,5 @@
 """Shared plumbing of the benchmark scripts: threads, timing in interleaved rounds, resident memory, machine facts, results."""
-import datetime, json, os, platform, resource, statistics, subprocess, sys, time
+import argparse, datetime, json, os, platform, resource, statistics, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,3 +81,13 @@ def md_table(header, rows):
     "A markdown table from a header list and rows of strings."
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' if i == 0 else '---:' for i in range(len(header))) + '|']
     return '\n'.join(lines + ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows]) + '\n'
+
+
+def model_parser(description):
+    "The options every model benchmark shares: which pipeline, how many threads, which clock."
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument('--model', help='pipeline folder (default: the bundled demo model, or a random stand-in of its size)')
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
+                   help="wall: elapsed time; cpu: this process's CPU time (needs --threads 1; steady on a shared machine)")
+    return p
