@@ -11,8 +11,8 @@ from .utils import EasyAnimateError
 
 # %% auto #0
 __all__ = ['DEMO_NOTICE', 'DEFAULTS_FILE', 'V1_CLI_DEFAULTS', 'TINY_DEFAULTS', 'LAZY_COMMANDS', 'demo_model_path',
-           'model_defaults', 'parse_size', 'Parser', 'build_parser', 'cmd_generate', 'header_shapes',
-           'describe_model_dir', 'classify_checkpoint', 'describe_checkpoint', 'cmd_info', 'main']
+           'model_defaults', 'parse_size', 'Parser', 'build_parser', 'plan_generate', 'load_for_plan', 'cmd_generate',
+           'header_shapes', 'describe_model_dir', 'classify_checkpoint', 'describe_checkpoint', 'cmd_info', 'main']
 
 # %% ../nbs/09_cli.ipynb #45ce293b
 DEMO_NOTICE = "bundled demo model not found; using a tiny RANDOM pipeline — output is noise"
@@ -147,7 +147,7 @@ def _output_suffix(args, frames):
     return '.png' if frames == 1 else '.mp4'
 
 # %% ../nbs/09_cli.ipynb #eb329960
-def _plan(args) -> dict:
+def plan_generate(args) -> dict:
     "Every setting of a `generate` run, validated before any model is loaded."
     if not args.prompt.strip(): raise EasyAnimateError("the prompt is empty: describe the video to generate")
     _check_files(args)
@@ -180,7 +180,7 @@ def _plan(args) -> dict:
     return plan
 
 # %% ../nbs/09_cli.ipynb #b66c9244
-def _load(plan, args):
+def load_for_plan(plan, args):
     from easyanimate.pipeline import load_pipeline
     if plan['model'] is not None:
         return load_pipeline(plan['model'], motion_module=args.motion_module, transformer_checkpoint=args.transformer_checkpoint,
@@ -205,11 +205,11 @@ def _switches(pipe, plan, args):
 # %% ../nbs/09_cli.ipynb #aee89874
 def cmd_generate(args) -> int:
     "Generate a video (or image) and save it; prints the file written."
-    plan = _plan(args)
+    plan = plan_generate(args)
     if plan['seed'] == -1:
         plan['seed'] = random.randrange(2 ** 31)
         print(f"easyanimate: seed {plan['seed']}", file=sys.stderr)
-    pipe = _load(plan, args)
+    pipe = load_for_plan(plan, args)
     _switches(pipe, plan, args)
     videos = pipe(plan['prompt'], negative_prompt=plan['negative_prompt'], video_length=plan['frames'], height=plan['height'],
                   width=plan['width'], num_inference_steps=plan['steps'], guidance_scale=plan['guidance'], seed=plan['seed'],

@@ -9,7 +9,7 @@ from pathlib import Path
 import ipywidgets as W
 from .utils import EasyAnimateError
 from .cli import DEMO_NOTICE, build_parser, classify_checkpoint, demo_model_path, header_shapes, model_defaults, parse_size
-from .cli import _load, _plan
+from .cli import load_for_plan, plan_generate
 from .pipeline import check_request
 from .samplers import resolve_sampler, sampler_names, scheduler_sampler_name, get_scheduler
 from .video_io import DEFAULT_OUTPUT_DIR, is_folder_output, save_video
@@ -63,8 +63,8 @@ def command_line(v: dict) -> str:
 def plan_request(v: dict, pipeline=None) -> tuple[dict, argparse.Namespace]:
     "Check settings `v` by `easyanimate generate`'s rules: (the command's plan, its arguments). Raises `EasyAnimateError`."
     args = build_parser('generate').parse_args(generate_argv(v))
-    if pipeline is None: return _plan(args), args
-    plan = _plan(argparse.Namespace(**{**vars(args), 'size': None}))
+    if pipeline is None: return plan_generate(args), args
+    plan = plan_generate(argparse.Namespace(**{**vars(args), 'size': None}))
     plan['height'], plan['width'] = parse_size(args.size) if args.size else (pipeline.native_size, pipeline.native_size)
     check_request(pipeline.transformer.config, pipeline.vae_scale_factor, plan['height'], plan['width'], plan['frames'])
     return plan, args
@@ -283,7 +283,7 @@ def _pipeline_for(self, plan, args):
     if self._loaded is None or self._loaded[0] != key:
         self._loaded = None  # let the previous model go before the next one loads
         self.status.value = 'loading the model...'
-        with contextlib.redirect_stderr(io.StringIO()) as said: pipe = _load(plan, args)  # the command's loader, demo fallback included
+        with contextlib.redirect_stderr(io.StringIO()) as said: pipe = load_for_plan(plan, args)  # the command's loader, demo fallback included
         notes = [l.removeprefix('easyanimate: ') for l in said.getvalue().splitlines() if l.startswith('easyanimate: ')]
         self._loaded = key, pipe, '; '.join(notes)  # the command's own notes; library progress bars are dropped
     if self._loaded[2]: self._say(self._loaded[2], 'warn')
