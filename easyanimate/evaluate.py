@@ -238,9 +238,8 @@ def pipeline_generate_fn(pipe, steps=None, sampler=None, guidance=None, n_frames
     def generate(prompt, seed):
         old = pipe.scheduler
         if sampler is not None:
-            from easyanimate.samplers import SAMPLERS, resolve_sampler
-            cls, extra = SAMPLERS[resolve_sampler(sampler)]
-            pipe.scheduler = cls.from_config(old.config, **extra)
+            from easyanimate.samplers import switch_sampler
+            pipe.scheduler = switch_sampler(old, sampler)
         try:
             out = pipe(prompt=prompt, video_length=n_frames, height=size, width=size, output_type='np',
                        generator=torch.Generator().manual_seed(seed), **kwargs)

@@ -15,7 +15,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from .utils import EasyAnimateError
 from .transformer import Transformer3DModel, V1_ADDITIONAL_KWARGS, load_motion_module, load_transformer_checkpoint
-from .samplers import DEFAULT_SAMPLER, get_scheduler, step_kwargs, check_steps, min_steps
+from .samplers import DEFAULT_SAMPLER, get_scheduler, switch_sampler, model_scheduler_config, step_kwargs, check_steps, min_steps
 from .lora import merge_lora
 
 logger = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ def from_pretrained(cls, pretrained_model_name_or_path, motion_module=None, tran
     if 'transformer' not in kwargs:
         kwargs['transformer'] = load_transformer(folder, motion_module, transformer_checkpoint, torch_dtype=torch_dtype)
     else: check_model_dir(folder)
-    if sampler is not None: kwargs['scheduler'] = get_scheduler(sampler)
+    if sampler is not None: kwargs['scheduler'] = switch_sampler(model_scheduler_config(folder), sampler)
     kwargs.setdefault('local_files_only', True)
     kwargs[_DTYPE_ARG] = torch_dtype
     pipe = _wrap_load_errors(folder, DiffusionPipeline.from_pretrained.__func__, cls, folder, **kwargs)

@@ -4,14 +4,16 @@
 
 # %% ../nbs/06_samplers.ipynb #c6f432df
 from __future__ import annotations
-import inspect
+import inspect, json
+from pathlib import Path
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, PNDMScheduler, UniPCMultistepScheduler)
 from .utils import EasyAnimateError
 
 # %% auto #0
-__all__ = ['V1_SCHEDULER_KWARGS', 'SAMPLERS', 'DEFAULT_SAMPLER', 'sampler_names', 'resolve_sampler', 'get_scheduler',
-           'scheduler_sampler_name', 'step_kwargs', 'min_steps', 'check_steps']
+__all__ = ['V1_SCHEDULER_KWARGS', 'SAMPLERS', 'DEFAULT_SAMPLER', 'MODEL_SCHEDULER_KEYS', 'sampler_names', 'resolve_sampler',
+           'get_scheduler', 'scheduler_sampler_name', 'switch_sampler', 'model_scheduler_config', 'step_kwargs',
+           'min_steps', 'check_steps']
 
 # %% ../nbs/06_samplers.ipynb #bb323385
 V1_SCHEDULER_KWARGS = dict(beta_start=0.0001, beta_end=0.02, beta_schedule='linear', steps_offset=1)
@@ -54,6 +56,19 @@ def scheduler_sampler_name(scheduler) -> str | None:
     for name, (cls, extra) in most_specific_first:
         if type(scheduler) is cls and all(scheduler.config.get(k) == v for k, v in extra.items()): return name
     return None
+
+# %% ../nbs/06_samplers.ipynb #0b3a00c7
+MODEL_SCHEDULER_KEYS = ('num_train_timesteps', 'beta_start', 'beta_end', 'beta_schedule', 'trained_betas', 'prediction_type')
+
+def switch_sampler(scheduler, name):
+    "A fresh scheduler for sampler `name` keeping what the model defines in `scheduler` (or a scheduler config dict): noise schedule, prediction type."
+    config = getattr(scheduler, 'config', scheduler)
+    return get_scheduler(name, **{k: config[k] for k in MODEL_SCHEDULER_KEYS if k in config})
+
+def model_scheduler_config(folder) -> dict:
+    "The scheduler config of pipeline folder `folder` (empty when it has none)."
+    config = Path(folder) / 'scheduler' / 'scheduler_config.json'
+    return json.loads(config.read_text()) if config.is_file() else {}
 
 # %% ../nbs/06_samplers.ipynb #162049ad
 def step_kwargs(scheduler, generator=None, eta=0.0) -> dict:

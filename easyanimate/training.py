@@ -12,20 +12,22 @@ import torch
 import yaml
 from diffusers import DDPMScheduler
 from .utils import EasyAnimateError, atomic_path, save_state_dict, load_state_dict, key_report
+from .samplers import model_scheduler_config
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'V1_ALIASES', 'MIXED_PRECISIONS', 'LR_SCHEDULERS', 'OPTION_HELP', 'CHECKPOINT_RE', 'LOG_COLUMNS',
-           'ADDED_COND_KWARGS', 'EXPORT_NAMES', 'PIPELINE_PARTS', 'TRAINABLE_FILE', 'TrainConfig', 'option_names',
-           'make_config', 'read_config_file', 'parse_overrides', 'train_config', 'check_config', 'make_train_scheduler',
-           'mean_flat', 'normal_kl', 'approx_standard_normal_cdf', 'discretized_gaussian_log_likelihood',
-           'DiffusionObjective', 'list_checkpoints', 'checkpoint_step', 'resolve_resume', 'commit_checkpoint',
-           'prune_checkpoints', 'MetricsLog', 'smooth', 'plot_losses', 'Trainee', 'select_trainable', 'export_kind',
-           'v1_export', 'transformer_kwargs', 'load_models', 'encode_latents', 'tokenize', 'diffusion_loss', 'RunState',
-           'TrainingDiverged', 'TrainResult', 'make_lr_scheduler', 'make_data', 'register_checkpoint_hooks', 'EMASwap',
-           'export_run', 'save_checkpoint', 'save_sanity_check', 'run_validation', 'check_finite', 'build_trainee',
-           'scaled_lr', 'train', 'add_train_args', 'args_to_config', 'train_from_args', 'main']
+__all__ = ['logger', 'V1_ALIASES', 'MIXED_PRECISIONS', 'LR_SCHEDULERS', 'PREDICTION_TYPES', 'OPTION_HELP', 'CHECKPOINT_RE',
+           'LOG_COLUMNS', 'ADDED_COND_KWARGS', 'EXPORT_NAMES', 'PIPELINE_PARTS', 'TRAINABLE_FILE', 'TrainConfig',
+           'option_names', 'make_config', 'read_config_file', 'parse_overrides', 'train_config', 'check_config',
+           'make_train_scheduler', 'mean_flat', 'normal_kl', 'approx_standard_normal_cdf',
+           'discretized_gaussian_log_likelihood', 'DiffusionObjective', 'list_checkpoints', 'checkpoint_step',
+           'resolve_resume', 'commit_checkpoint', 'prune_checkpoints', 'MetricsLog', 'smooth', 'plot_losses', 'Trainee',
+           'select_trainable', 'export_kind', 'v1_export', 'transformer_kwargs', 'load_models', 'encode_latents',
+           'tokenize', 'diffusion_loss', 'RunState', 'TrainingDiverged', 'TrainResult', 'make_lr_scheduler',
+           'make_data', 'register_checkpoint_hooks', 'EMASwap', 'export_run', 'save_checkpoint', 'save_sanity_check',
+           'run_validation', 'check_finite', 'build_trainee', 'scaled_lr', 'train', 'add_train_args', 'args_to_config',
+           'train_from_args', 'main']
 
 # %% ../nbs/11_training.ipynb #44f23258
 @dataclass
@@ -80,6 +82,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     snr_loss: bool = False                             # v1's option: x0 target for t < 250
     snr_gamma: float | None = None                     # min-SNR-gamma weighting of the noise MSE
+    prediction_type: str | None = None                 # epsilon (v1) or v_prediction; None: what the model folder's scheduler says
     vae_mini_batch: int = 32
     seed: int | None = 42
     # outputs
@@ -104,6 +107,7 @@ V1_ALIASES = {'sample_size': 'video_sample_size', 'sample_stride': 'video_sample
               'sample_n_frames': 'video_sample_n_frames', 'resolution': 'image_sample_size'}
 MIXED_PRECISIONS = ('no', 'fp16', 'bf16')
 LR_SCHEDULERS = ('linear', 'cosine', 'cosine_with_restarts', 'polynomial', 'constant', 'constant_with_warmup')
+PREDICTION_TYPES = ('epsilon', 'v_prediction')
 
 def option_names(): return [f.name for f in fields(TrainConfig)]
 
@@ -191,7 +195,7 @@ OPTION_HELP = dict(
     lr_warmup_steps='warmup steps', adam_beta1='AdamW beta1', adam_beta2='AdamW beta2', adam_weight_decay='AdamW weight decay', adam_epsilon='AdamW epsilon',
     max_grad_norm='gradient clipping norm (0: none)', gradient_accumulation_steps='batches per optimizer step', mixed_precision='no, fp16 or bf16 (default: as accelerate launch says)',
     gradient_checkpointing='recompute activations to save memory', use_ema='keep and export EMA weights', ema_decay='EMA decay',
-    snr_loss='v1 option: x0 target for t < 250', snr_gamma='min-SNR-gamma weighting of the MSE', vae_mini_batch='frames per VAE encode call',
+    snr_loss='v1 option: x0 target for t < 250', snr_gamma='min-SNR-gamma weighting of the MSE', prediction_type="epsilon (v1) or v_prediction (default: the model folder's scheduler config)", vae_mini_batch='frames per VAE encode call',
     seed='random seed (empty: none)', output_dir='folder for checkpoints, logs, exports', checkpointing_steps='checkpoint every N steps',
     checkpoints_total_limit='keep only the newest N checkpoints', resume_from_checkpoint='a checkpoint folder, or latest',
     validation_prompts='prompts for validation videos', validation_steps='validate every N steps', validation_negative_prompt='negative prompt for validation',
@@ -208,6 +212,7 @@ def check_config(c: TrainConfig) -> TrainConfig:
     if not (c.train_data_dir or c.train_data_meta): problems.append("train_data_dir or train_data_meta is required")
     if c.mixed_precision is not None and c.mixed_precision not in MIXED_PRECISIONS: problems.append(f"mixed_precision must be one of {MIXED_PRECISIONS}")
     if c.lr_scheduler not in LR_SCHEDULERS: problems.append(f"lr_scheduler must be one of {LR_SCHEDULERS}")
+    if c.prediction_type not in (None, *PREDICTION_TYPES): problems.append(f"prediction_type must be one of {PREDICTION_TYPES}, not {c.prediction_type!r}")
     if c.report_to not in ('csv', 'tensorboard'): problems.append("report_to must be csv or tensorboard")
     if c.validation_format not in ('gif', 'mp4'): problems.append("validation_format must be gif or mp4")
     if c.validation_video_length is not None and c.validation_video_length < 1: problems.append("validation_video_length must be at least 1 (or empty)")
@@ -253,8 +258,8 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
 # %% ../nbs/11_training.ipynb #c1123bc9
 class DiffusionObjective:
     "v1's training loss: noise MSE (+ the variational bound for the learned variance when the model outputs 2x channels)."
-    def __init__(self, scheduler: DDPMScheduler, snr_loss=False, snr_gamma=None):
-        self.scheduler, self.snr_loss, self.snr_gamma = scheduler, snr_loss, snr_gamma
+    def __init__(self, scheduler: DDPMScheduler, snr_loss=False, snr_gamma=None, prediction_type='epsilon'):
+        self.scheduler, self.snr_loss, self.snr_gamma, self.prediction_type = scheduler, snr_loss, snr_gamma, prediction_type
         betas = scheduler.betas.double()
         alphas_cumprod = torch.cumprod(1 - betas, 0)
         prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
@@ -282,6 +287,15 @@ class DiffusionObjective:
     def predict_x_start(self, x_t, t, eps):
         return self.at('sqrt_recip_alphas_cumprod', t, x_t) * x_t - self.at('sqrt_recipm1_alphas_cumprod', t, x_t) * eps
 
+    def velocity(self, x_start, noise, t):
+        "v = sqrt(a) noise - sqrt(1 - a) x_0, with a the cumulative alpha at `t`."
+        a = self.at('alphas_cumprod', t, x_start)
+        return a.sqrt() * noise - (1 - a).sqrt() * x_start
+
+    def eps_from_velocity(self, x_t, t, v):
+        a = self.at('alphas_cumprod', t, x_t)
+        return a.sqrt() * v + (1 - a).sqrt() * x_t
+
     def variational_bound(self, eps, var_values, x_start, x_t, t):
         "Per-sample VB term in bits/dim for a model predicting `eps` and the variance interpolation `var_values` in [-1, 1]."
         frac = (var_values + 1) / 2
@@ -297,17 +311,19 @@ class DiffusionObjective:
         c = x_start.shape[1]
         if model_output.shape[1] not in (c, 2 * c):
             raise EasyAnimateError(f"the transformer outputs {model_output.shape[1]} channels for {c}-channel latents (expected {c}, or {2 * c} with learned variance)")
-        eps, var_values = model_output[:, :c], model_output[:, c:]
+        pred, var_values = model_output[:, :c], model_output[:, c:]
+        velocity = self.prediction_type == 'v_prediction'
+        eps = self.eps_from_velocity(x_t, t, pred) if velocity else pred
         terms = {}
         if var_values.shape[1]: terms['vb'] = self.variational_bound(eps.detach(), var_values, x_start, x_t, t)
-        target, pred = noise, eps
+        target = self.velocity(x_start, noise, t) if velocity else noise
         if self.snr_loss:  # v1's "snr" option: predict x_0 for the low-noise steps
             low = (t < 250).reshape(-1, *([1] * (eps.ndim - 1)))
             target, pred = torch.where(low, x_start, noise), torch.where(low, self.predict_x_start(x_t, t, eps), eps)
         mse = mean_flat((target - pred) ** 2)
         if self.snr_gamma is not None:
             snr = self.tables['alphas_cumprod'].to(t.device)[t] / (1 - self.tables['alphas_cumprod'].to(t.device)[t])
-            mse = mse * (snr.clamp(max=self.snr_gamma) / snr).float()
+            mse = mse * (snr.clamp(max=self.snr_gamma) / (snr + 1 if velocity else snr)).float()
         terms['mse'] = mse
         terms['loss'] = mse + terms['vb'] if 'vb' in terms else mse
         return terms
@@ -614,7 +630,7 @@ def run_validation(config, models, transformer, step, output_dir, device, images
     was_training, rng = transformer.training, torch.get_rng_state()
     transformer.eval()
     pipe = EasyAnimatePipeline(tokenizer=models['tokenizer'], text_encoder=models['text_encoder'], vae=models['vae'],
-                               transformer=transformer, scheduler=get_scheduler(config.validation_sampler))
+                               transformer=transformer, scheduler=get_scheduler(config.validation_sampler, prediction_type=config.prediction_type))
     pipe.set_progress_bar_config(disable=True)
     paths = []
     try:
@@ -670,6 +686,8 @@ def train(config) -> TrainResult:
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
     config = check_config(config if isinstance(config, TrainConfig) else make_config(config))
+    if config.prediction_type is None:
+        config = dataclasses.replace(config, prediction_type=model_scheduler_config(config.pretrained_model_name_or_path).get('prediction_type', 'epsilon'))
     out = Path(config.output_dir)
     if config.report_to == 'tensorboard':
         try: import tensorboard  # noqa: F401
@@ -716,7 +734,7 @@ def train(config) -> TrainResult:
         (out / 'train_config.yaml').write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     log = MetricsLog(out / 'logs' / 'metrics.csv').start(state.step) if acc.is_main_process else None
     if config.report_to == 'tensorboard': acc.init_trackers('easyanimate', {k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))})
-    objective = DiffusionObjective(make_train_scheduler(), config.snr_loss, config.snr_gamma)
+    objective = DiffusionObjective(make_train_scheduler(), config.snr_loss, config.snr_gamma, config.prediction_type)
     run = dict(acc=acc, config=config, models=models, trainee=trainee, params=params, optimizer=optimizer, lr_scheduler=lr_scheduler,
                ema=ema, objective=objective, state=state, kind=kind, out=out, log=log, weight_dtype=weight_dtype, max_steps=max_steps,
                sampler=sampler, loader=loader, dataset=dataset)

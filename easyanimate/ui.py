@@ -11,7 +11,7 @@ from .utils import EasyAnimateError
 from .cli import DEMO_NOTICE, build_parser, classify_checkpoint, demo_model_path, header_shapes, model_defaults, parse_size
 from .cli import load_for_plan, plan_generate
 from .pipeline import check_request
-from .samplers import resolve_sampler, sampler_names, scheduler_sampler_name, get_scheduler
+from .samplers import resolve_sampler, sampler_names, scheduler_sampler_name, switch_sampler
 from .video_io import DEFAULT_OUTPUT_DIR, is_folder_output, save_video
 
 # %% auto #0
@@ -272,7 +272,7 @@ for _f in (_say, _on_generate, wait): setattr(GeneratorUI, _f.__name__, _f)
 def _sampling_with(pipe, sampler):
     "The pipeline with the chosen sampler and without its console progress bar, both put back afterwards."
     scheduler, bar = pipe.scheduler, dict(getattr(pipe, '_progress_bar_config', {}))
-    pipe.scheduler = get_scheduler(sampler)
+    pipe.scheduler = switch_sampler(pipe.scheduler, sampler)
     pipe.set_progress_bar_config(disable=True)
     try: yield pipe
     finally: pipe.scheduler, pipe._progress_bar_config = scheduler, bar
