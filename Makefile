@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export BIN
 
-.PHONY: setup demo test docs readme export clean
+.PHONY: setup demo test docs readme export clean demo-model
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,7 +27,7 @@ $(VENV)/.installed: $(BIN)/python settings.ini setup.py
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/easyanimate generate "$(PROMPT)" --out samples/
+	$(BIN)/easyanimate generate "$(PROMPT)" --out samples/ --gif
 
 test: setup
 	bash scripts/install_browser.sh
@@ -56,3 +56,8 @@ bench: setup
 	$(BIN)/python bench/bench_kernels.py
 	$(BIN)/python bench/bench_pipeline.py --threads 1 --clock cpu $(if $(MODEL),--model $(MODEL))
 	$(BIN)/python bench/bench_training.py --threads 1 --clock cpu $(if $(MODEL),--model $(MODEL))
+
+# The bundled demo model, trained from nothing on this machine (under an hour on 2 cores; nbs/13_demo_model.ipynb):
+# data, VAE, the three `easyanimate train` stages, evaluation; the result replaces easyanimate/demo_model/.
+demo-model: setup
+	bash scripts/train_demo.sh

@@ -76,6 +76,7 @@ def _generate_args(p):
     o.add_argument('--out', default='samples/easyanimate-videos/', metavar='PATH', help='a file (.mp4, .gif, .png) or a folder for numbered files (default samples/easyanimate-videos/)')
     o.add_argument('--format', choices=('mp4', 'gif'), default=None, help='file type when --out is a folder (default mp4; png for one frame)')
     o.add_argument('--fps', type=int, default=None, metavar='N', help='frames per second of the file (default 12)')
+    o.add_argument('--gif', action='store_true', help='also save a GIF of the video next to it (same name, .gif)')
     o.add_argument('--grid', action='store_true', help='also save a PNG grid of the frames next to the video')
     o.add_argument('--overwrite', action='store_true', help='allow replacing an existing --out file')
     o.add_argument('--quiet', action='store_true', help='no progress bar')
@@ -176,6 +177,9 @@ def plan_generate(args) -> dict:
     plan['device'] = resolve_device(args.device)
     plan['dtype'] = resolve_dtype(args.dtype, plan['device'])
     plan['out'] = check_output(args.out, _output_suffix(args, plan['frames']), args.overwrite)
+    if args.gif:
+        if plan['out'].suffix.lower() != '.mp4': raise EasyAnimateError(f"--gif adds a GIF next to an mp4 video; the output {plan['out'].name} is not one")
+        check_output(plan['out'].with_suffix('.gif'), '.gif', args.overwrite)
     if args.grid: check_output(plan['out'].with_name(plan['out'].stem + '_grid.png'), '.png', args.overwrite)
     return plan
 
@@ -217,6 +221,7 @@ def cmd_generate(args) -> int:
     from easyanimate.video_io import save_video, save_frame_grid
     path = save_video(videos if len(videos) > 1 else videos[0], plan['out'], fps=plan['fps'], overwrite=args.overwrite)
     print(path)
+    if args.gif: print(save_video(videos if len(videos) > 1 else videos[0], path.with_suffix('.gif'), fps=plan['fps'], overwrite=args.overwrite))
     if args.grid: print(save_frame_grid(videos[0], path.with_name(path.stem + '_grid.png'), title=plan['prompt'][:80], overwrite=args.overwrite))
     return 0
 

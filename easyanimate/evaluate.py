@@ -250,15 +250,15 @@ def pipeline_generate_fn(pipe, steps=None, sampler=None, guidance=None, n_frames
 # %% ../nbs/14_evaluate.ipynb #f7f144fa
 def add_evaluate_args(parser):
     "Options of `easyanimate evaluate-demo`."
-    parser.add_argument('--model', help='folder of a saved EasyAnimatePipeline (the demo model)')
+    parser.add_argument('--model', help='folder of a saved EasyAnimatePipeline (default: the bundled demo model)')
     parser.add_argument('--oracle', action='store_true', help='score the exact renderer instead of a model (checks the evaluation)')
     parser.add_argument('--seen', type=int, default=16, help='number of prompts of combinations seen in training')
     parser.add_argument('--held-out', type=int, default=12, help='number of prompts of held-out combinations')
     parser.add_argument('--seed', type=int, default=0, help='seed of the prompt set and its generation seeds')
-    parser.add_argument('--steps', type=int, default=None, help='sampling steps (default: the pipeline default)')
-    parser.add_argument('--sampler', default=None, help='sampler name (default: the pipeline scheduler)')
-    parser.add_argument('--guidance', type=float, default=None, help='classifier-free guidance scale (default: the pipeline default)')
-    parser.add_argument('--frames', type=int, default=16, help='frames per clip')
+    parser.add_argument('--steps', type=int, default=None, help="sampling steps (default: the model's)")
+    parser.add_argument('--sampler', default=None, help="sampler name (default: the model's)")
+    parser.add_argument('--guidance', type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    parser.add_argument('--frames', type=int, default=None, help="frames per clip (default: the model's)")
     parser.add_argument('--size', type=int, default=64, help='width and height in pixels')
     parser.add_argument('--device', default=None, help="torch device (default: 'cuda' if available, else 'cpu')")
     parser.add_argument('--json', default=None, help='write the full report (every clip) to this JSON file')
@@ -276,14 +276,19 @@ def _load_pipeline(path, device):
 
 def evaluate_from_args(args) -> dict:
     "Run `easyanimate evaluate-demo` with parsed `args`; return the report."
-    if args.oracle == bool(args.model):
-        raise EasyAnimateError("evaluate-demo needs exactly one of --model PATH (a saved pipeline folder) or --oracle")
+    from easyanimate.cli import demo_model_path, model_defaults
+    if args.oracle and args.model: raise EasyAnimateError("evaluate-demo takes --model PATH or --oracle, not both")
+    model = None if args.oracle else args.model or demo_model_path()
+    if not args.oracle and model is None:
+        raise EasyAnimateError("the bundled demo model is not installed: pass --model PATH (a saved pipeline folder) or --oracle")
     if args.seen < 0 or args.held_out < 0 or args.seen + args.held_out == 0:
         raise EasyAnimateError(f"--seen and --held-out must be >= 0 and not both 0, got {args.seen} and {args.held_out}")
-    if args.oracle: generate = render_generate_fn(args.frames, args.size)
+    if args.oracle: generate = render_generate_fn(args.frames or 16, args.size)
     else:
-        generate = pipeline_generate_fn(_load_pipeline(args.model, args.device), steps=args.steps, sampler=args.sampler,
-                                        guidance=args.guidance, n_frames=args.frames, size=args.size)
+        d = model_defaults(model)
+        pick = lambda given, key: d[key] if given is None else given
+        generate = pipeline_generate_fn(_load_pipeline(model, args.device), steps=pick(args.steps, 'steps'), sampler=pick(args.sampler, 'sampler'),
+                                        guidance=pick(args.guidance, 'guidance'), n_frames=pick(args.frames, 'frames'), size=args.size)
     report = evaluate(generate, eval_prompts(args.seen, args.held_out, args.seed), progress=not args.oracle)
     if args.json:
         with atomic_path(args.json) as tmp: tmp.write_text(json.dumps(report, indent=1))

@@ -110,3 +110,15 @@ def test_interrupt_and_unwritable_output(monkeypatch, capsys):
     assert main(['info', '.']) == 130
     assert main(['generate', 'x', '--out', '/proc/easyanimate/x.mp4']) == 2
     assert 'cannot write' in capsys.readouterr().err
+
+
+def test_gif_next_to_the_mp4(tmp_path):
+    from PIL import Image
+    r = cli('generate', 'a red circle moving left', *TINY, '--out', tmp_path / 'out/', '--gif', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    video, gif = [Path(line) for line in r.stdout.split()]
+    assert (video.name, gif.name) == ('00000001.mp4', '00000001.gif') and Image.open(gif).n_frames == 4
+    bad = cli('generate', 'a red circle moving left', *TINY, '--out', tmp_path / 'a.gif', '--gif', cwd=tmp_path)
+    assert bad.returncode == 2 and '--gif adds a GIF next to an mp4 video' in bad.stderr and not (tmp_path / 'a.gif').exists()
+    taken = cli('generate', 'a red circle moving left', *TINY, '--out', video, '--gif', cwd=tmp_path)
+    assert taken.returncode == 2 and 'already exists' in taken.stderr

@@ -268,3 +268,17 @@ def test_accelerate_config_examples_parse():
     from accelerate.utils import DistributedType
     kinds = {f: load_config_from_file(str(REPO/'configs'/f)).distributed_type for f in ('accelerate_multi_gpu.yaml', 'accelerate_deepspeed_zero2.yaml')}
     assert kinds == {'accelerate_multi_gpu.yaml': DistributedType.MULTI_GPU, 'accelerate_deepspeed_zero2.yaml': DistributedType.DEEPSPEED}
+
+
+def test_tensorboard_gets_the_csv_metrics(model_dir, videos, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out = tmp_path/'out'
+    T.train(config(model_dir, videos, videos/'two.json', out, max_train_steps=3, report_to='tensorboard'))
+    runs = [EventAccumulator(str(e.parent)).Reload() for e in sorted((out/'logs').rglob('events.out.tfevents.*'))]
+    with_loss = [r for r in runs if 'loss' in r.Tags()['scalars']]   # accelerate also writes the hyperparameters as a run of their own
+    assert len(with_loss) == 1, [r.Tags() for r in runs]
+    scalars = with_loss[0]
+    logged = {e.step: e.value for e in scalars.Scalars('loss')}
+    csv_rows = T.MetricsLog(out/'logs'/'metrics.csv')
+    assert list(logged) == [1, 2, 3]
+    np.testing.assert_allclose([logged[s] for s in (1, 2, 3)], csv_rows.column('loss'), rtol=1e-6)

@@ -1,0 +1,56 @@
+"The bundled demo model: a complete pipeline folder in the package, small, loadable like any other, fast on a CPU, and it does what the prompt says."
+from pathlib import Path
+import pytest
+import torch
+from easyanimate.cli import demo_model_path, model_defaults, main
+from easyanimate.demo_model import DEMO_DEFAULTS, demo_pipeline, demo_generate_fn
+from easyanimate.evaluate import evaluate
+from easyanimate.pipeline import check_model_dir
+from easyanimate.shapes import eval_prompts
+
+MODEL = demo_model_path()
+
+
+def test_the_package_ships_it():
+    assert MODEL is not None, "easyanimate/demo_model/ is missing: it is package data (scripts/train_demo.sh trains it)"
+
+
+@pytest.fixture(scope='module')
+def pipe(): return demo_pipeline()
+
+
+def test_folder_is_complete_small_and_safetensors_only():
+    info = check_model_dir(MODEL)
+    assert info['is_video'] and info['transformer_config']['motion_module_kwargs']['temporal_position_encoding_max_len'] == 64
+    files = [p for p in MODEL.rglob('*') if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 25e6
+    assert not [p for p in files if p.suffix in ('.bin', '.pt', '.pth', '.ckpt')]
+    assert {p.parent.name for p in files if p.suffix == '.safetensors'} == {'transformer', 'vae', 'text_encoder'}
+    assert {k: model_defaults(MODEL)[k] for k in DEMO_DEFAULTS} == DEMO_DEFAULTS
+
+
+def test_components_load_with_the_standard_classes():
+    from transformers import AutoTokenizer, T5EncoderModel
+    from diffusers import AutoencoderKL
+    tok = AutoTokenizer.from_pretrained(MODEL / 'tokenizer')
+    assert len(tok('a small magenta triangle moving right quickly').input_ids) == 8   # one token per word + </s>
+    assert T5EncoderModel.from_pretrained(MODEL / 'text_encoder').config.d_model == 128
+    assert AutoencoderKL.from_pretrained(MODEL / 'vae').config.scaling_factor != 0.18215   # its own, measured
+
+
+def test_sixteen_frames_at_the_defaults(pipe):   # how fast: `make bench` (easyanimate.performance), not a timed assert
+    video = pipe('a big green square moving down', video_length=16, num_inference_steps=DEMO_DEFAULTS['steps'],
+                 guidance_scale=DEMO_DEFAULTS['guidance'], seed=3).videos
+    assert tuple(video.shape) == (1, 3, 16, 64, 64) and torch.isfinite(video).all()
+
+
+def test_small_evaluation_follows_the_colour(pipe):
+    # 6 seen + 6 held-out prompts at the default sampler and steps: chance is 1 in 7 for the colour; the shipped model
+    # gets about 4 in 5 (training_record.json); it does not follow the direction yet, so that is not asserted here
+    report = evaluate(demo_generate_fn(pipe), eval_prompts(6, 6, seed=7), verbose=False)
+    assert report['all']['colour_ok'] >= 0.5, report['clips']
+
+
+def test_cli_generate_uses_the_demo_model(tmp_path, capsys):
+    assert main(['generate', 'a small yellow circle moving left', '--out', str(tmp_path / 'clip.gif'), '--steps', '8', '--quiet']) == 0
+    assert (tmp_path / 'clip.gif').is_file() and 'RANDOM' not in capsys.readouterr().err
