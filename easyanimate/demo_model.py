@@ -248,7 +248,7 @@ def write_training_record(work, model, bins: int = 100) -> Path:
     with atomic_path(path) as tmp: tmp.write_text(json.dumps({**read_record(work), 'losses': curves}, indent=1))
     return path
 
-# %% ../nbs/13_demo_model.ipynb #3b2c8cb7
+# %% ../nbs/13_demo_model.ipynb #09190d4f
 def train_demo_model(work='demo_work', out=None, n_clips: int = 600, n_images: int = 2000, vae_steps: int = 400, stages=STAGES,
                      configs=None, options=None, log=sys.stdout) -> dict:
     "Train the demo model in folder `work` (data, VAE, base folder, `stages`, pipeline folder `work`/model, copied to `out`)."
@@ -336,5 +336,5 @@ def demo_generate_fn(pipe, steps=None, sampler=None, guidance=None, keep=None):
         return clip
     return generate
 
-# %% ../nbs/13_demo_model.ipynb #2eea07f6
+# %% ../nbs/13_demo_model.ipynb #eef1b232
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())   # last, after every definition

@@ -57,7 +57,7 @@ def scheduler_sampler_name(scheduler) -> str | None:
         if type(scheduler) is cls and all(scheduler.config.get(k) == v for k, v in extra.items()): return name
     return None
 
-# %% ../nbs/06_samplers.ipynb #ed077e46
+# %% ../nbs/06_samplers.ipynb #12c17d36
 MODEL_SCHEDULER_KEYS = ('num_train_timesteps', 'beta_start', 'beta_end', 'beta_schedule', 'trained_betas', 'prediction_type')
 
 def switch_sampler(scheduler, name):
