@@ -54,7 +54,7 @@ bench: setup
 	$(BIN)/python bench/bench_transformer.py
 	$(BIN)/python bench/bench_transformer.py --threads 1 --clock cpu --rounds 5 --no-memory --compile --out transformer_1thread --plot nbs/images/perf_denoiser_1thread.png
 	$(BIN)/python bench/bench_kernels.py
-	$(BIN)/python bench/bench_pipeline.py --threads 1 --clock cpu $(if $(MODEL),--model $(MODEL))
+	$(BIN)/python bench/bench_pipeline.py --threads 1 --clock cpu $(if $(MODEL),--model $(MODEL),--sweep-frames 8,16,32,64)
 	$(BIN)/python bench/bench_training.py --threads 1 --clock cpu $(if $(MODEL),--model $(MODEL))
 
 # The bundled demo model, trained from nothing on this machine (under an hour on 2 cores; nbs/13_demo_model.ipynb):
