@@ -219,9 +219,10 @@ def cmd_generate(args) -> int:
                   width=plan['width'], num_inference_steps=plan['steps'], guidance_scale=plan['guidance'], seed=plan['seed'],
                   num_videos_per_prompt=plan['num_videos']).videos
     from easyanimate.video_io import save_video, save_frame_grid
-    path = save_video(videos if len(videos) > 1 else videos[0], plan['out'], fps=plan['fps'], overwrite=args.overwrite)
+    video = videos if len(videos) > 1 else videos[0]   # several: one grid video, as v1 does
+    path = save_video(video, plan['out'], fps=plan['fps'], overwrite=args.overwrite)
     print(path)
-    if args.gif: print(save_video(videos if len(videos) > 1 else videos[0], path.with_suffix('.gif'), fps=plan['fps'], overwrite=args.overwrite))
+    if args.gif: print(save_video(video, path.with_suffix('.gif'), fps=plan['fps'], overwrite=args.overwrite))
     if args.grid: print(save_frame_grid(videos[0], path.with_name(path.stem + '_grid.png'), title=plan['prompt'][:80], overwrite=args.overwrite))
     return 0
 

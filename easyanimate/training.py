@@ -319,7 +319,7 @@ class DiffusionObjective:
         target = self.velocity(x_start, noise, t) if velocity else noise
         if self.snr_loss:  # v1's "snr" option: predict x_0 for the low-noise steps
             low = (t < 250).reshape(-1, *([1] * (eps.ndim - 1)))
-            target, pred = torch.where(low, x_start, noise), torch.where(low, self.predict_x_start(x_t, t, eps), eps)
+            target, pred = torch.where(low, x_start, target), torch.where(low, self.predict_x_start(x_t, t, eps), pred)
         mse = mean_flat((target - pred) ** 2)
         if self.snr_gamma is not None:
             snr = self.tables['alphas_cumprod'].to(t.device)[t] / (1 - self.tables['alphas_cumprod'].to(t.device)[t])
@@ -625,12 +625,13 @@ def run_validation(config, models, transformer, step, output_dir, device, images
     size = (config.image_sample_size or config.video_sample_size) if frames == 1 else config.video_sample_size
     suffix = 'png' if frames == 1 else config.validation_format
     from easyanimate.pipeline import EasyAnimatePipeline
-    from easyanimate.samplers import get_scheduler
+    from easyanimate.samplers import switch_sampler
     from easyanimate.video_io import save_video
     was_training, rng = transformer.training, torch.get_rng_state()
     transformer.eval()
     pipe = EasyAnimatePipeline(tokenizer=models['tokenizer'], text_encoder=models['text_encoder'], vae=models['vae'],
-                               transformer=transformer, scheduler=get_scheduler(config.validation_sampler, prediction_type=config.prediction_type))
+                               transformer=transformer,
+                               scheduler=switch_sampler({**model_scheduler_config(config.pretrained_model_name_or_path), 'prediction_type': config.prediction_type}, config.validation_sampler))
     pipe.set_progress_bar_config(disable=True)
     paths = []
     try:
