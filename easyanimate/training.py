@@ -895,5 +895,7 @@ def main(argv=None) -> int:
     except EasyAnimateError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1 if isinstance(e, TrainingDiverged) else 2
+    finally:  # a launched process that exits with gloo's threads still running can abort ("terminate called without an active exception")
+        if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())
