@@ -39,15 +39,6 @@ def default_model(folder):
     return folder, 'stand-in of the demo model: its sizes, random weights'
 
 
-def model_defaults(folder):
-    "steps, guidance and frames from the folder's easyanimate_defaults.json, else v1's."
-    from easyanimate.pipeline import V1_DEFAULTS
-    f = Path(folder) / 'easyanimate_defaults.json'
-    d = json.loads(f.read_text()) if f.is_file() else {}
-    return dict(steps=d.get('steps', V1_DEFAULTS['num_inference_steps']), guidance=d.get('guidance', V1_DEFAULTS['guidance_scale']),
-                frames=d.get('frames', 16), sampler=d.get('sampler'))
-
-
 def load(model, dtype, sampler=None):
     from diffusers.utils import logging
     from easyanimate.pipeline import load_pipeline
@@ -122,7 +113,7 @@ def main(argv=None):
     p = model_parser(__doc__.split('\n')[0])
     p.add_argument('--steps', type=int, help="denoising steps per clip for the sampler table (default: the model's, else v1's 30)")
     p.add_argument('--guidance', type=float, help="guidance scale (default: the model's, else v1's 7.0)")
-    p.add_argument('--frames', type=int, help="frames per clip for the sampler table and the resolution sweep (default: the model's, else 16)")
+    p.add_argument('--frames', type=int, help="frames per clip for the sampler table and the resolution sweep (default: the model's, else v1's 80)")
     p.add_argument('--size', type=int, help='pixel size for the sampler table and the frames sweep (default: the model native size)')
     p.add_argument('--samplers', default='all', help="comma-separated sampler names, or 'all'")
     p.add_argument('--dtypes', default='fp32,bf16')
@@ -144,6 +135,7 @@ def main(argv=None):
     if args.model is None:
         tmp = tempfile.TemporaryDirectory(); args.model, model_name = default_model(Path(tmp.name) / 'demo-stand-in')
     else: model_name = str(args.model)
+    from easyanimate.cli import model_defaults
     defaults = model_defaults(args.model)
     args.steps, args.guidance, args.frames = args.steps or defaults['steps'], args.guidance or defaults['guidance'], args.frames or defaults['frames']
     dtypes = args.dtypes.split(',')
