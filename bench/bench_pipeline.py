@@ -12,7 +12,7 @@ own); per-sampler times run in one process, a one-step warm-up first.
 import argparse, json, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import model_parser, setup_torch, rss_mib, peak_rss_mib, load_average, machine, run_json, write_result, md_table, IMAGES
+from common import model_parser, setup_torch, rss_mib, peak_rss_mib, load_average, machine, run_json, write_result, md_table, images_dir
 
 PROMPT = 'a big red circle moving right'
 CLOCK = time.perf_counter   # time.process_time with --clock cpu
@@ -121,7 +121,7 @@ def main(argv=None):
     p.add_argument('--sweep-sizes', default='', help='pixel sizes (default: 1, 2, 3 and 4 times the native size)')
     p.add_argument('--sweep-steps', type=int, default=10, help='denoising steps per clip in the sweeps')
     p.add_argument('--rounds', type=int, default=2, help='timed runs of each clip (the fastest is reported: load from other processes only adds time)')
-    p.add_argument('--out', default='pipeline')
+    p.add_argument('--out', default='pipeline', help='result name under bench/results/ (plots go to the docs), or a path (plots go beside it)')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--dtype', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -161,8 +161,8 @@ def main(argv=None):
     if 'fp32' in videos and 'bf16' in videos:
         a, b = videos['fp32'].float(), videos['bf16'].float()
         close = dict(sampler=samplers[0], max_abs_255=float((a - b).abs().max() * 255), mean_abs_255=float((a - b).abs().mean() * 255), psnr_db=psnr(a, b))
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        frame_strip([a, b, (a - b).abs() * 10], ['fp32', 'bf16', '|difference| x 10'], IMAGES / 'perf_bf16_vs_fp32.png')
+        images = images_dir(args.out); images.mkdir(parents=True, exist_ok=True)
+        frame_strip([a, b, (a - b).abs() * 10], ['fp32', 'bf16', '|difference| x 10'], images / 'perf_bf16_vs_fp32.png')
     del pipes
     # 3. sweeps, each point in its own process
     sizes = [int(s) for s in args.sweep_sizes.split(',')] if args.sweep_sizes else [native * k for k in (1, 2, 3, 4)]
@@ -176,9 +176,9 @@ def main(argv=None):
     by_frames = [point(f, size, d) for f in wanted if f <= max_frames for d in dtypes]
     by_size = [point(args.frames, px, d) for px in sizes for d in dtypes]
     info['load_after'] = [round(x, 2) for x in load_average()]
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    scaling_plot(by_frames, 'frames', 'frames per clip', IMAGES / 'perf_frames.png', f'{size}x{size} px, {args.sweep_steps} steps')
-    scaling_plot(by_size, 'size', 'width = height (px)', IMAGES / 'perf_resolution.png', f'{args.frames} frames, {args.sweep_steps} steps')
+    images = images_dir(args.out); images.mkdir(parents=True, exist_ok=True)
+    scaling_plot(by_frames, 'frames', 'frames per clip', images / 'perf_frames.png', f'{size}x{size} px, {args.sweep_steps} steps')
+    scaling_plot(by_size, 'size', 'width = height (px)', images / 'perf_resolution.png', f'{args.frames} frames, {args.sweep_steps} steps')
     data = dict(machine=info, model=model_name, native_size=native, size=size, frames=args.frames, steps=args.steps, guidance=args.guidance,
                 samplers=table, bf16_vs_fp32=close, by_frames=by_frames, by_size=by_size, sweep_steps=args.sweep_steps,
                 frames_skipped=skipped, max_frames=max_frames, rounds=args.rounds, clock=args.clock)

@@ -68,6 +68,11 @@ def run_json(cmd, timeout=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def images_dir(name) -> Path:
+    "Where a run's plots go: the docs' images for a named result under bench/results/, else beside the result path `name`."
+    return IMAGES if Path(name).parent == Path('.') else Path(name).parent
+
+
 def write_result(name, data, markdown=None):
     "Write `name`.json (and .md) under bench/results/, or at `name` itself when it is a path."
     base = Path(name) if Path(name).parent != Path('.') else RESULTS / name
