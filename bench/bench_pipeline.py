@@ -131,6 +131,7 @@ def main(argv=None):
     torch = setup_torch(args.threads)
     from easyanimate.samplers import sampler_names, get_scheduler
     info = machine(args.threads)
+    images = images_dir(args.out); images.mkdir(parents=True, exist_ok=True)
     tmp = None
     if args.model is None:
         tmp = tempfile.TemporaryDirectory(); args.model, model_name = default_model(Path(tmp.name) / 'demo-stand-in')
@@ -161,7 +162,6 @@ def main(argv=None):
     if 'fp32' in videos and 'bf16' in videos:
         a, b = videos['fp32'].float(), videos['bf16'].float()
         close = dict(sampler=samplers[0], max_abs_255=float((a - b).abs().max() * 255), mean_abs_255=float((a - b).abs().mean() * 255), psnr_db=psnr(a, b))
-        images = images_dir(args.out); images.mkdir(parents=True, exist_ok=True)
         frame_strip([a, b, (a - b).abs() * 10], ['fp32', 'bf16', '|difference| x 10'], images / 'perf_bf16_vs_fp32.png')
     del pipes
     # 3. sweeps, each point in its own process
@@ -176,7 +176,6 @@ def main(argv=None):
     by_frames = [point(f, size, d) for f in wanted if f <= max_frames for d in dtypes]
     by_size = [point(args.frames, px, d) for px in sizes for d in dtypes]
     info['load_after'] = [round(x, 2) for x in load_average()]
-    images = images_dir(args.out); images.mkdir(parents=True, exist_ok=True)
     scaling_plot(by_frames, 'frames', 'frames per clip', images / 'perf_frames.png', f'{size}x{size} px, {args.sweep_steps} steps')
     scaling_plot(by_size, 'size', 'width = height (px)', images / 'perf_resolution.png', f'{args.frames} frames, {args.sweep_steps} steps')
     data = dict(machine=info, model=model_name, native_size=native, size=size, frames=args.frames, steps=args.steps, guidance=args.guidance,

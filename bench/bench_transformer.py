@@ -13,7 +13,7 @@ measured per row in a fresh process: the highest resident size during the first 
 import argparse, copy, json, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import setup_torch, rss_mib, peak_rss_mib, load_average, machine, rounds, summary, run_json, write_result, md_table, IMAGES
+from common import setup_torch, rss_mib, peak_rss_mib, load_average, machine, rounds, summary, run_json, write_result, md_table, images_dir
 
 MID_SIZE = dict(num_attention_heads=6, attention_head_dim=64, in_channels=4, out_channels=8, num_layers=4, sample_size=32,
                 caption_channels=4096, cross_attention_dim=384)
@@ -116,7 +116,7 @@ def main(argv=None):
                    help="wall: elapsed time; cpu: this process's CPU time (needs --threads 1; steady on a shared machine)")
     p.add_argument('--tiny', action='store_true', help='a tiny config: checks the machinery in seconds')
     p.add_argument('--out', default='transformer', help='results name under bench/results/ (json and md), or a path')
-    p.add_argument('--plot', default=str(IMAGES / 'perf_denoiser.png'), help="bar chart of the seconds ('' for none)")
+    p.add_argument('--plot', help="bar chart of the seconds (default: perf_denoiser.png in the docs' images for a named --out, else beside it; '' for none)")
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--row', help=argparse.SUPPRESS)
     p.add_argument('--mode', help=argparse.SUPPRESS)
@@ -178,7 +178,7 @@ def main(argv=None):
                 matmul_gflops=mm_rates, matmul_limit=limit, flops=counts, compile_seconds=compile_s, rows=rows)
     md = report(data)
     write_result(args.out, data, md)
-    if args.plot: plot(data, args.plot)
+    if args.plot != '': plot(data, args.plot or images_dir(args.out) / 'perf_denoiser.png')
     print(md)
 
 

@@ -68,14 +68,19 @@ def run_json(cmd, timeout=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def is_result_name(name) -> bool:
+    "A bare name ('pipeline') is a result kept under bench/results/, with its plots in the docs; anything else is a path."
+    return Path(name).parent == Path('.')
+
+
 def images_dir(name) -> Path:
-    "Where a run's plots go: the docs' images for a named result under bench/results/, else beside the result path `name`."
-    return IMAGES if Path(name).parent == Path('.') else Path(name).parent
+    "Where the plots of result `name` go: the docs' images for a named result, else beside the result's path."
+    return IMAGES if is_result_name(name) else Path(name).parent
 
 
 def write_result(name, data, markdown=None):
     "Write `name`.json (and .md) under bench/results/, or at `name` itself when it is a path."
-    base = Path(name) if Path(name).parent != Path('.') else RESULTS / name
+    base = RESULTS / name if is_result_name(name) else Path(name)
     base.parent.mkdir(parents=True, exist_ok=True)
     base.with_suffix('.json').write_text(json.dumps(data, indent=1))
     if markdown is not None: base.with_suffix('.md').write_text(markdown)
