@@ -24,7 +24,7 @@ SAMPLERS = {
     'Euler A':   (EulerAncestralDiscreteScheduler, {}),
     'DPM++':     (DPMSolverMultistepScheduler, {}),
     'PNDM':      (PNDMScheduler, {}),
-    'DDIM':      (DDIMScheduler, {}),
+    'DDIM':      (DDIMScheduler, {'clip_sample': False}),
     'UniPC':     (UniPCMultistepScheduler, {}),
     'DPM++ SDE': (DPMSolverMultistepScheduler, {'algorithm_type': 'sde-dpmsolver++'}),
 }
