@@ -107,11 +107,16 @@ def shape_coverage(shape: str, cx: float, cy: float, extent: float, size: int, s
     return inside.reshape(size, ss, size, ss).mean((1, 3))
 
 # %% ../nbs/12_shapes.ipynb #8f39ed38
-def _start(rng, velocity, n_frames, extent, size, margin=1.0):
+def _start(rng, velocity, n_frames, extent, size, margin=1.0, jitter=2.0):
+    "Centre's start on one axis: near the side it comes from, or the middle line if still on it; anywhere for a still; None if it can't stay in frame."
     lo, hi = margin + extent / 2, size - margin - extent / 2
     travel = velocity * (n_frames - 1)
     a, b = lo + max(0.0, -travel), hi - max(0.0, travel)
-    return rng.uniform(a, b) if b >= a else None
+    if b < a: return None
+    if n_frames == 1: return rng.uniform(a, b)
+    if velocity > 0: return min(b, a + rng.uniform(0, 2 * jitter))
+    if velocity < 0: return max(a, b - rng.uniform(0, 2 * jitter))
+    return size / 2 + rng.uniform(-jitter, jitter)
 
 def centre_track(spec: ClipSpec, n_frames: int = 16, size: int = 64) -> np.ndarray:
     "Centre [n_frames, 2] (x, y in pixels) of the shape of `spec` in each frame."
