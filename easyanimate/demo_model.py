@@ -127,7 +127,7 @@ def save_base_model(folder, vae, seed: int = 0) -> Path:
     return folder
 
 # %% ../nbs/13_demo_model.ipynb #e03dc9bd
-DEMO_DEFAULTS = dict(frames=DEMO_FRAMES, fps=DEMO_FPS, sampler='DPM++', steps=20, guidance=5.0, negative_prompt='')
+DEMO_DEFAULTS = dict(frames=DEMO_FRAMES, fps=DEMO_FPS, sampler='DPM++', steps=20, guidance=2.0, negative_prompt='')
 DEMO_PREDICTION_TYPE = 'v_prediction'
 
 # %% ../nbs/13_demo_model.ipynb #82237c16
