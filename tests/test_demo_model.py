@@ -44,11 +44,11 @@ def test_sixteen_frames_at_the_defaults(pipe):   # how fast: `make bench` (easya
     assert tuple(video.shape) == (1, 3, 16, 64, 64) and torch.isfinite(video).all()
 
 
-def test_small_evaluation_follows_the_colour(pipe):
-    # 6 seen + 6 held-out prompts at the default sampler and steps: chance is 1 in 7 for the colour; the shipped model
-    # gets about 4 in 5 (training_record.json); it does not follow the direction yet, so that is not asserted here
+def test_small_evaluation_follows_colour_and_direction(pipe):
+    # 6 seen + 6 held-out prompts at the model's defaults: chance is 1 in 28 for colour and direction together; the
+    # shipped model gets all 12 (and 94% / 92% of evaluate-demo's 28, training_record.json), so 75% leaves a margin
     report = evaluate(demo_generate_fn(pipe), eval_prompts(6, 6, seed=7), verbose=False)
-    assert report['all']['colour_ok'] >= 0.5, report['clips']
+    assert report['seen']['both_ok'] >= 0.75 and report['held_out']['both_ok'] >= 0.75, report['clips']
 
 
 def test_cli_generate_uses_the_demo_model(tmp_path, capsys):
