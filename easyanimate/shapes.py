@@ -108,7 +108,7 @@ def shape_coverage(shape: str, cx: float, cy: float, extent: float, size: int, s
 
 # %% ../nbs/12_shapes.ipynb #8f39ed38
 def _start(rng, velocity, n_frames, extent, size, margin=1.0, jitter=2.0):
-    "Centre's start on one axis: near the side it comes from, or the middle line if still on it; anywhere for a still; None if it can't stay in frame."
+    "Where the centre starts on one axis: near the side it comes from if it moves along it, else mid-frame; anywhere for a still; None if it can't stay in frame."
     lo, hi = margin + extent / 2, size - margin - extent / 2
     travel = velocity * (n_frames - 1)
     a, b = lo + max(0.0, -travel), hi - max(0.0, travel)
