@@ -32,7 +32,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch = setup_torch(args.threads)
     import torch.nn.functional as F
-    from easyanimate.attention import bmm_attention, OneDNNLinear, _onednn
+    from easyanimate.attention import bmm_attention, _onednn, ONEDNN_DTYPES
     clock = time.process_time if args.threads == 1 else time.perf_counter
     info = machine(args.threads)
     lin_rows, att_rows = [], []
@@ -42,8 +42,9 @@ def main(argv=None):
             plain = (lambda: F.linear(x, w, b)) if act is None else (lambda: F.gelu(F.linear(x, w, b), approximate=act))
             fused = lambda: _onednn(x, w, b, 'gelu' if act else None, act or 'none')
             g = torch.randn(n, o).to(dtype)
-            row = [name, f"{n} x {i} -> {o}" + (f" + GELU({act})" if act else ''), best(plain, clock, args.repeat), best(fused, clock, args.repeat)]
-            row += [best(lambda: g @ w, clock, args.repeat), best(lambda: _onednn(g, w.t()), clock, args.repeat)]
+            onednn = dtype in ONEDNN_DTYPES   # oneDNN takes bfloat16 only on CPUs with bf16 instructions
+            row = [name, f"{n} x {i} -> {o}" + (f" + GELU({act})" if act else ''), best(plain, clock, args.repeat), best(fused, clock, args.repeat) if onednn else None]
+            row += [best(lambda: g @ w, clock, args.repeat), best(lambda: _onednn(g, w.t()), clock, args.repeat) if onednn else None]
             lin_rows.append(row)
         for b_, h, nq, nk, d, what in ATTENTION:
             q, k, v = torch.randn(b_, h, nq, d).to(dtype), torch.randn(b_, h, nk, d).to(dtype), torch.randn(b_, h, nk, d).to(dtype)
@@ -51,10 +52,13 @@ def main(argv=None):
                              best(lambda: bmm_attention(q, k, v), clock, args.repeat)])
     info['load_after'] = [round(x, 2) for x in load_average()]
     secs = 'CPU ms, one thread' if args.threads == 1 else f'ms, {args.threads} threads'
-    md = (f"Kernels on {info['cpu']} ({secs}; fastest of {args.repeat}; torch {info['torch']}, {info['date']}; load average {info['load_before'][0]:.1f}).\n\n"
+    ms = lambda t: 'n/a' if t is None else f"{t:.1f}"
+    ratio = lambda a, b: 'n/a' if b is None else f"{a / b:.2f}x"
+    md = (f"Kernels on {info['cpu']} ({info['cpu_capability']}; {secs}; fastest of {args.repeat}; torch {info['torch']}, {info['date']}; load average {info['load_before'][0]:.1f}).\n\n"
           "Linear layers, forward (F.linear is BLAS addmm for float32, oneDNN for bfloat16) and input gradient:\n\n"
           + md_table(['dtype', 'shape', 'F.linear (+ F.gelu)', 'oneDNN, fused', 'speed-up', 'grad input: matmul', 'grad input: oneDNN', 'speed-up'],
-                     [[r[0], r[1], f"{r[2]:.1f}", f"{r[3]:.1f}", f"{r[2] / r[3]:.2f}x", f"{r[4]:.1f}", f"{r[5]:.1f}", f"{r[4] / r[5]:.2f}x"] for r in lin_rows])
+                     [[r[0], r[1], ms(r[2]), ms(r[3]), ratio(r[2], r[3]), ms(r[4]), ms(r[5]), ratio(r[4], r[5])] for r in lin_rows])
+          + ("" if torch.bfloat16 in ONEDNN_DTYPES else "\nn/a: oneDNN has no bfloat16 linear primitive on this CPU (no bf16 instructions); bfloat16 runs through F.linear.\n")
           + "\nAttention (batch x heads, queries x keys x head dim):\n\n"
           + md_table(['dtype', 'layer', 'shape', 'SDPA', 'batched matmuls', 'matmuls / SDPA'],
                      [[r[0], r[1], r[2], f"{r[3]:.1f}", f"{r[4]:.1f}", f"{r[4] / r[3]:.2f}"] for r in att_rows]))

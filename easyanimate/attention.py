@@ -13,10 +13,10 @@ from diffusers.models.attention import FeedForward as DiffusersFeedForward
 from .utils import EasyAnimateError
 
 # %% auto #0
-__all__ = ['ATTENTION_BACKENDS', 'BMM_MAX_KEYS', 'naive_attention', 'check_backend', 'get_attention_backend',
+__all__ = ['ATTENTION_BACKENDS', 'BMM_MAX_KEYS', 'ONEDNN_DTYPES', 'naive_attention', 'check_backend', 'get_attention_backend',
            'set_attention_backend', 'attention_backend', 'is_cpu_half', 'bmm_attention', 'sliced_attention', 'attend',
-           'mask_to_bias', 'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'OneDNNLinear',
-           'linear_kernel', 'linear', 'geglu', 'FeedForward', 'Attention']
+           'mask_to_bias', 'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'onednn_dtypes',
+           'OneDNNLinear', 'linear_kernel', 'linear', 'geglu', 'FeedForward', 'Attention']
 
 # %% ../nbs/01_attention.ipynb #89744687
 def naive_attention(q, k, v, bias=None, scale=None):
@@ -118,10 +118,17 @@ def torch_linear():
     try: yield
     finally: _onednn_linear = old
 
+def onednn_dtypes() -> tuple:
+    "The dtypes oneDNN's linear primitive runs on this CPU: float32, and bfloat16 only on CPUs with bf16 instructions (AVX-512 BF16, AMX)."
+    if not torch.backends.mkldnn.is_available(): return ()
+    return (torch.float32, torch.bfloat16) if torch.ops.mkldnn._is_mkldnn_bf16_supported() else (torch.float32,)
+
+ONEDNN_DTYPES = onednn_dtypes()
+
 def _onednn_ok(x, weight, bias):
     if torch.compiler.is_compiling() or not _onednn_linear: return False   # compile picks its own kernels
-    if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.bfloat16) or weight.dtype != x.dtype or x.ndim < 2: return False
-    return torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled('cpu')
+    if x.device.type != 'cpu' or x.dtype not in ONEDNN_DTYPES or weight.dtype != x.dtype or x.ndim < 2: return False
+    return not torch.is_autocast_enabled('cpu')
 
 def _onednn(x, weight, bias=None, activation=None, approximate='none'):
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation or 'none', [], approximate if activation else '')

@@ -81,7 +81,7 @@ def _generate_args(p):
     o.add_argument('--overwrite', action='store_true', help='allow replacing an existing --out file')
     o.add_argument('--quiet', action='store_true', help='no progress bar')
     h = p.add_argument_group('hardware')
-    h.add_argument('--dtype', choices=('auto', 'fp32', 'fp16', 'bf16'), default='auto', help='weights and compute precision (auto: fp16 on CUDA, fp32 on CPU)')
+    h.add_argument('--dtype', choices=('auto', 'fp32', 'fp16', 'bf16'), default='auto', help='weights and compute precision (auto: fp16 on CUDA, fp32 on CPU; bf16 is faster on a CPU only where it has bf16 instructions, AVX-512 BF16 or AMX)')
     h.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     h.add_argument('--cpu-offload', action='store_true', help='keep models on the CPU and move each to the GPU only while it runs')
     h.add_argument('--vae-slicing', action='store_true', help='decode one frame at a time')

@@ -26,7 +26,8 @@ __all__ = ['logger', 'V1_NEGATIVE_PROMPT', 'V1_DEFAULTS', 'MAX_SEQUENCE_LENGTH',
            'check_request', 'EasyAnimatePipeline', 'encode_prompt', 'prepare_latents', 'predict_noise',
            'decode_latents', 'postprocess', 'check_inputs', 'generate', 'enable_vae_slicing', 'disable_vae_slicing',
            'enable_vae_tiling', 'disable_vae_tiling', 'compile_transformer', 'check_model_dir', 'load_transformer',
-           'from_pretrained', 'merge_lora_into', 'unmerge_lora', 'resolve_dtype', 'resolve_device', 'load_pipeline']
+           'from_pretrained', 'merge_lora_into', 'unmerge_lora', 'resolve_dtype', 'half_is_emulated', 'resolve_device',
+           'load_pipeline']
 
 # %% ../nbs/08_pipeline.ipynb #42880030
 V1_NEGATIVE_PROMPT = ("Strange motion trajectory, a poor composition and deformed video, worst quality, normal quality, "
@@ -344,6 +345,12 @@ def resolve_dtype(dtype, device='cpu') -> torch.dtype:
     if dtype not in DTYPES: raise EasyAnimateError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
+def half_is_emulated(dtype, device='cpu') -> bool:
+    "bfloat16/float16 on a CPU without instructions for it (an AVX2-only CPU, say), where it runs many times slower than float32."
+    if str(device) != 'cpu' or dtype not in (torch.bfloat16, torch.float16): return False
+    supported = torch.ops.mkldnn._is_mkldnn_bf16_supported if dtype == torch.bfloat16 else torch.ops.mkldnn._is_mkldnn_fp16_supported
+    return not supported()
+
 def resolve_device(device=None) -> str:
     "'auto' -> 'cuda' when available else 'cpu'; 'cuda[:N]' is checked against the GPUs present."
     device = device or 'auto'
@@ -361,6 +368,8 @@ def load_pipeline(model_dir, motion_module=None, transformer_checkpoint=None, lo
     "Load a pipeline folder with v1's extras, choose sampler, dtype and device (optionally model CPU offload)."
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
+    if half_is_emulated(torch_dtype, device):
+        logger.warning(f"{torch_dtype} on this CPU ({torch.backends.cpu.get_cpu_capability()}, no bf16/fp16 instructions) is emulated and several times slower than fp32; fp32 is the fast choice here")
     pipe = EasyAnimatePipeline.from_pretrained(model_dir, motion_module=motion_module, transformer_checkpoint=transformer_checkpoint,
                                                sampler=sampler, torch_dtype=torch_dtype)
     if lora: pipe.merge_lora(lora, lora_weight, backup=False)
