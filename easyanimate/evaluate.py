@@ -14,7 +14,7 @@ __all__ = ['as_frames', 'estimate_background', 'foreground_mask', 'label_compone
            'blob_colour', 'detect_colour', 'centroid_track', 'theil_sen', 'blob_velocity', 'direction_name',
            'detect_direction', 'jitter', 'flicker', 'temporal_smoothness', 'analyse_clip', 'degrade', 'summarise',
            'format_report', 'evaluate', 'render_generate_fn', 'pipeline_generate_fn', 'add_evaluate_args',
-           'evaluate_from_args']
+           'run_evaluate_demo', 'evaluate_from_args']
 
 # %% ../nbs/14_evaluate.ipynb #e82742aa
 def as_frames(video) -> np.ndarray:
@@ -274,7 +274,7 @@ def _load_pipeline(path, device):
     pipe.set_progress_bar_config(disable=True)  # one bar over the prompts instead of one per clip
     return pipe
 
-def evaluate_from_args(args) -> dict:
+def run_evaluate_demo(args) -> dict:
     "Run `easyanimate evaluate-demo` with parsed `args`; return the report."
     from easyanimate.cli import demo_model_path, model_defaults
     if args.oracle and args.model: raise EasyAnimateError("evaluate-demo takes --model PATH or --oracle, not both")
@@ -297,3 +297,8 @@ def evaluate_from_args(args) -> dict:
         if need is not None and got is not None and got < need:
             raise EasyAnimateError(f"colour+direction accuracy on {key.replace('_', '-')} prompts is {got:.0%}, below the required {need:.0%}")
     return report
+
+def evaluate_from_args(args) -> int:
+    "The `evaluate-demo` command: `run_evaluate_demo`, exit status 0 (a missed `--min-*` is an `EasyAnimateError`, status 2)."
+    run_evaluate_demo(args)
+    return 0

@@ -7,7 +7,7 @@ import torch
 from easyanimate.utils import EasyAnimateError
 from easyanimate.shapes import COLOURS, SHAPES, DIRECTIONS, ClipSpec, render_clip, write_clip, read_clip, eval_prompts, parse_caption
 from easyanimate.evaluate import (analyse_clip, detect_colour, detect_direction, temporal_smoothness, label_components, degrade,
-                                  evaluate, render_generate_fn, pipeline_generate_fn, add_evaluate_args, evaluate_from_args)
+                                  evaluate, render_generate_fn, pipeline_generate_fn, add_evaluate_args, evaluate_from_args, run_evaluate_demo)
 
 
 def _specs():
@@ -79,8 +79,9 @@ def test_pipeline_generate_fn_calls_the_pipeline_as_agreed():
 def test_cli_functions(tmp_path):
     parser = add_evaluate_args(argparse.ArgumentParser())
     out = tmp_path / 'r.json'
-    r = evaluate_from_args(parser.parse_args(['--oracle', '--seen', '2', '--held-out', '2', '--json', str(out), '--min-seen', '0.9']))
+    r = run_evaluate_demo(parser.parse_args(['--oracle', '--seen', '2', '--held-out', '2', '--json', str(out), '--min-seen', '0.9']))
     assert json.loads(out.read_text())['all']['both_ok'] == r['all']['both_ok'] == 1.0
+    assert evaluate_from_args(parser.parse_args(['--oracle', '--seen', '1', '--held-out', '1'])) == 0   # the command's exit status, not the report
     with pytest.raises(EasyAnimateError, match='not both'): evaluate_from_args(parser.parse_args(['--oracle', '--model', str(tmp_path)]))
     with pytest.raises(EasyAnimateError, match='below the required 101%'):
         evaluate_from_args(parser.parse_args(['--oracle', '--seen', '1', '--held-out', '0', '--min-seen', '1.01']))
@@ -97,7 +98,7 @@ def test_evaluate_runs_on_a_real_tiny_pipeline(tmp_path):
     pipe.save_pretrained(tmp_path / 'model')
     args = add_evaluate_args(argparse.ArgumentParser()).parse_args(
         ['--model', str(tmp_path / 'model'), '--seen', '1', '--held-out', '1', '--steps', '2', '--frames', '8', '--size', '32', '--device', 'cpu'])
-    r = evaluate_from_args(args)
+    r = run_evaluate_demo(args)
     assert (r['seen']['n'], r['held_out']['n']) == (1, 1)
     assert all(0 <= r['all'][k] <= 1 for k in ('colour_ok', 'direction_ok', 'both_ok'))
 
