@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 from safetensors import SafetensorError
 
 # %% auto #0
-__all__ = ['PICKLE_SUFFIXES', 'EasyAnimateError', 'load_state_dict', 'atomic_path', 'save_state_dict', 'KeyReport', 'key_report']
+__all__ = ['PICKLE_SUFFIXES', 'EasyAnimateError', 'load_state_dict', 'new_file_mode', 'atomic_path', 'save_state_dict',
+           'KeyReport', 'key_report']
 
 # %% ../nbs/00_utils.ipynb #a4367c1f
 class EasyAnimateError(ValueError):
@@ -46,6 +47,11 @@ def _read_pickle(path):
     return sd
 
 # %% ../nbs/00_utils.ipynb #c6da9a60
+def new_file_mode() -> int:
+    "The permissions `open(path, 'w')` gives a new file: 0o666 less the process's umask."
+    mask = os.umask(0o022); os.umask(mask)
+    return 0o666 & ~mask
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=''):
     "Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."
@@ -55,6 +61,7 @@ def atomic_path(path, suffix=''):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, new_file_mode())   # mkstemp's file is private (0o600); the result is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
