@@ -29,6 +29,12 @@ ROWS = {  # name: (model, precision, attention)
     'ours-compile': ('ours, torch.compile', 'fp32', 'SDPA'),
 }
 TRAINED = ('ours', 'ours-naive', 'v1-style', 'latte', 'ours-autocast', 'ours-compile')   # rows also timed forward+backward
+DEFAULT_ROWS = ('ours', 'ours-naive', 'v1-style', 'latte', 'ours-bf16', 'ours-autocast')
+
+
+def default_rows(bf16_emulated):
+    "The rows timed unless --rows says otherwise: without the bf16 ones on a CPU that has no bf16 instructions (emulated, many times slower)."
+    return [r for r in DEFAULT_ROWS if not (bf16_emulated and 'bf16' in ROWS[r][1])]
 
 
 def geometry(args):
@@ -108,7 +114,7 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--frames', type=int, default=16)
     p.add_argument('--size', type=int, default=32, help='latent height and width')
-    p.add_argument('--rows', default='ours,ours-naive,v1-style,latte,ours-bf16,ours-autocast', help=f"comma-separated, from {', '.join(ROWS)}")
+    p.add_argument('--rows', default=None, help=f"comma-separated, from {', '.join(ROWS)} (default: {','.join(DEFAULT_ROWS)}; the bf16 ones only where the CPU has bf16 instructions)")
     p.add_argument('--compile', action='store_true', help='add the torch.compile row (compiling takes a minute or two)')
     p.add_argument('--no-memory', action='store_true', help='skip the per-row peak-memory processes')
     p.add_argument('--reuse-memory', action='store_true', help='easyanimate.performance.reuse_freed_memory() in every process')
@@ -128,9 +134,11 @@ def main(argv=None):
     clock = time.process_time if args.clock == 'cpu' else time.perf_counter
     torch = setup_torch(args.threads)
     from easyanimate.performance import matmul_gflops, reuse_freed_memory
+    from easyanimate.pipeline import half_is_emulated
     if args.reuse_memory: reuse_freed_memory()
     info = machine(args.threads)
-    names = [r for r in args.rows.split(',') if r] + (['ours-compile'] if args.compile else [])
+    info['bf16_emulated'] = half_is_emulated(torch.bfloat16)
+    names = (default_rows(info['bf16_emulated']) if args.rows is None else [r for r in args.rows.split(',') if r]) + (['ours-compile'] if args.compile else [])
     unknown = [r for r in names if r not in ROWS]
     if unknown: p.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     built = {n: build(n, args) for n in names}
@@ -146,8 +154,9 @@ def main(argv=None):
         if n in TRAINED: fns[(n, 'forward+backward')] = fwdbwd
     n_mm = 256 if args.tiny else 2048
     fns[('matmul', 'fp32')] = lambda: matmul_gflops(torch.float32, n=n_mm, repeat=3, clock=clock)
-    fns[('matmul', 'bf16')] = lambda: matmul_gflops(torch.bfloat16, n=n_mm, repeat=3, clock=clock)
-    mm_rates = {'fp32': [], 'bf16': []}
+    precisions = ['fp32'] + (['bf16'] if any('bf16' in ROWS[n][1] for n in names) else [])
+    if 'bf16' in precisions: fns[('matmul', 'bf16')] = lambda: matmul_gflops(torch.bfloat16, n=n_mm, repeat=3, clock=clock)
+    mm_rates = {k: [] for k in precisions}
     wrapped = {k: (lambda k=k, f=f: mm_rates[k[1]].append(f())) if k[0] == 'matmul' else f for k, f in fns.items()}
     times = rounds(wrapped, args.rounds, clock=clock)
     limit = {k: sorted(v)[len(v) // 2] for k, v in mm_rates.items()}
@@ -205,12 +214,13 @@ def fmt(x, spec): return '' if x is None else format(x, spec)
 
 def report(d):
     m, c = d['machine'], d['config']
-    head = (f"Denoiser on CPU ({m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
+    head = (f"Denoiser on CPU ({m['cpu']}, {m.get('cpu_capability', '?')}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
             f"{m['load_after'][0]:.1f} after): {c['num_layers']} blocks, hidden {c['num_attention_heads'] * c['attention_head_dim']} "
             f"({c['num_attention_heads']}x{c['attention_head_dim']}), batch 1, {d['frames']} frames of {d['latent_size']}x{d['latent_size']} latents, "
             f"caption {d['caption_tokens']} x {c['caption_channels']}. Seconds{' of CPU time (one thread)' if d.get('clock') == 'cpu' else ''}: median of {d['rounds']} interleaved rounds (fastest in brackets). "
-            f"Matmul limit measured in the same rounds: fp32 {d['matmul_limit']['fp32']:.0f} GFLOP/s, bf16 {d['matmul_limit']['bf16']:.0f} GFLOP/s"
-            f"{'; freed memory reused (reuse_freed_memory)' if d['reuse_memory'] else ''}.\n\n")
+            "Matmul limit measured in the same rounds: " + ', '.join(f"{k} {v:.0f} GFLOP/s" for k, v in d['matmul_limit'].items())
+            + ('; no bf16 rows: this CPU has no bf16 instructions' if m.get('bf16_emulated') and 'bf16' not in d['matmul_limit'] else '')
+            + ('; freed memory reused (reuse_freed_memory)' if d['reuse_memory'] else '') + ".\n\n")
     header = ['model', 'precision', 'attention', 'mode', 'seconds', 'GFLOP', 'GFLOP/s', '% of matmul limit', 'vs v1-style', 'peak MiB', 'params M']
     rows = [[r['model'], r['precision'], r['attention'], r['mode'], f"{r['seconds']:.2f} [{r['seconds_min']:.2f}]", f"{r['gflop']:.1f}",
              f"{r['gflops']:.0f}", f"{100 * r['of_limit']:.0f}%", fmt(r['speedup_vs_v1_style'], '.2f') + ('x' if r['speedup_vs_v1_style'] else ''),
