@@ -197,7 +197,7 @@ def plot(d, path):
     rows = [r for r in d['rows'] if r['mode'] == 'forward']
     train = {r['row']: r for r in d['rows'] if r['mode'] != 'forward'}
     labels = [f"{r['model']}\n{r['precision']}, {r['attention']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1))
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.4))
     ys = range(len(rows))
     ax.barh([y + 0.2 for y in ys], [r['seconds'] for r in rows], 0.4, label='forward')
     ax.barh([y - 0.2 for y in ys], [train[r['row']]['seconds'] if r['row'] in train else 0 for r in rows], 0.4, label='forward + backward')
@@ -205,7 +205,7 @@ def plot(d, path):
     cpu, n = d.get('clock') == 'cpu', d['machine']['threads']
     ax.set_yticks(list(ys)); ax.set_yticklabels(labels, fontsize=8); ax.invert_yaxis(); ax.set_xlabel(f"{'CPU ' if cpu else ''}seconds (median)")
     ax.set_title(f"{d['frames']} frames of {d['latent_size']}x{d['latent_size']} latents, {n} CPU thread{'s' if n > 1 else ''}")
-    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.12), ncol=2)
+    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2)   # below the axis label
     fig.tight_layout(); Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
 
 
