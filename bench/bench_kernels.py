@@ -7,7 +7,7 @@ and through batched matmuls, for the shapes of the mid-size benchmark model and 
 import argparse, statistics, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import setup_torch, machine, load_average, write_result, md_table
+from common import cpu_name, setup_torch, machine, load_average, write_result, md_table
 
 LINEARS = [  # tokens, in, out, activation: the mid-size model's layers
     (4096, 384, 1152, None), (4096, 384, 384, None), (4096, 384, 1536, 'tanh'), (4096, 1536, 384, None), (4096, 384, 1536, 'none'), (120, 4096, 384, None)]
@@ -54,7 +54,7 @@ def main(argv=None):
     secs = 'CPU ms, one thread' if args.threads == 1 else f'ms, {args.threads} threads'
     ms = lambda t: 'n/a' if t is None else f"{t:.1f}"
     ratio = lambda a, b: 'n/a' if b is None else f"{a / b:.2f}x"
-    md = (f"Kernels on {info['cpu']} ({info['cpu_capability']}; {secs}; fastest of {args.repeat}; torch {info['torch']}, {info['date']}; load average {info['load_before'][0]:.1f}).\n\n"
+    md = (f"Kernels on {cpu_name(info)} ({secs}; fastest of {args.repeat}; torch {info['torch']}, {info['date']}; load average {info['load_before'][0]:.1f}).\n\n"
           "Linear layers, forward (F.linear is BLAS addmm for float32, oneDNN for bfloat16) and input gradient:\n\n"
           + md_table(['dtype', 'shape', 'F.linear (+ F.gelu)', 'oneDNN, fused', 'speed-up', 'grad input: matmul', 'grad input: oneDNN', 'speed-up'],
                      [[r[0], r[1], ms(r[2]), ms(r[3]), ratio(r[2], r[3]), ms(r[4]), ms(r[5]), ratio(r[4], r[5])] for r in lin_rows])

@@ -12,7 +12,7 @@ own); per-sampler times run in one process, a one-step warm-up first.
 import argparse, json, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import model_parser, setup_torch, rss_mib, peak_rss_mib, load_average, machine, run_json, write_result, md_table, images_dir
+from common import choices, cpu_name, model_parser, setup_torch, rss_mib, peak_rss_mib, load_average, machine, run_json, write_result, md_table, images_dir
 
 PROMPT = 'a big red circle moving right'
 CLOCK = time.perf_counter   # time.process_time with --clock cpu
@@ -116,7 +116,7 @@ def main(argv=None):
     p.add_argument('--frames', type=int, help="frames per clip for the sampler table and the resolution sweep (default: the model's, else v1's 80)")
     p.add_argument('--size', type=int, help='pixel size for the sampler table and the frames sweep (default: the model native size)')
     p.add_argument('--samplers', default='all', help="comma-separated sampler names, or 'all'")
-    p.add_argument('--dtypes', default='fp32,bf16')
+    p.add_argument('--dtypes', default=None, help='comma-separated (default: fp32,bf16; bf16 only where the CPU has bf16 instructions)')
     p.add_argument('--sweep-frames', default='8,16,32,64,128')
     p.add_argument('--sweep-sizes', default='', help='pixel sizes (default: 1, 2, 3 and 4 times the native size)')
     p.add_argument('--sweep-steps', type=int, default=10, help='denoising steps per clip in the sweeps')
@@ -139,7 +139,7 @@ def main(argv=None):
     from easyanimate.cli import model_defaults
     defaults = model_defaults(args.model)
     args.steps, args.guidance, args.frames = args.steps or defaults['steps'], args.guidance or defaults['guidance'], args.frames or defaults['frames']
-    dtypes = args.dtypes.split(',')
+    dtypes = choices(args.dtypes, ('fp32', 'bf16'))
     pipes = {d: load(args.model, d) for d in dtypes}
     native = pipes[dtypes[0]].native_size
     size = args.size or native
@@ -189,7 +189,7 @@ def main(argv=None):
 
 def report(d):
     m = d['machine']
-    head = (f"Generation on CPU ({m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
+    head = (f"Generation on CPU ({cpu_name(m)}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
             f"{m['load_after'][0]:.1f} after). Model: {d['model']}. One clip of {d['frames']} frames at {d['size']}x{d['size']} px, "
             f"{d['steps']} steps, guidance {d['guidance']}, then VAE decoding; {'CPU ' if d.get('clock') == 'cpu' else ''}seconds for one clip, the fastest of {d['rounds']} interleaved rounds.\n\n")
     by = {}

@@ -11,7 +11,7 @@ memory is measured above the size before the first step (the models themselves e
 import argparse, json, statistics, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import model_parser, setup_torch, rss_mib, peak_rss_mib, load_average, machine, run_json, write_result, md_table
+from common import choices, cpu_name, model_parser, setup_torch, rss_mib, peak_rss_mib, load_average, machine, run_json, write_result, md_table
 from bench_pipeline import default_model
 
 MODES = {'motion module': ['attn_temporal'], 'full': ['.']}
@@ -72,7 +72,7 @@ def main(argv=None):
     p.add_argument('--frames', type=int, default=16)
     p.add_argument('--size', type=int, help='pixels (default: the VAE sample size)')
     p.add_argument('--steps', type=int, default=3, help='timed steps per row after one warm-up step')
-    p.add_argument('--precisions', default='fp32,bf16 autocast')
+    p.add_argument('--precisions', default=None, help="comma-separated (default: fp32,bf16 autocast; bf16 only where the CPU has bf16 instructions)")
     p.add_argument('--out', default='training')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--mode', help=argparse.SUPPRESS)
@@ -89,7 +89,7 @@ def main(argv=None):
         tmp = tempfile.TemporaryDirectory(); args.model, model_name = default_model(Path(tmp.name) / 'demo-stand-in')
     else: model_name = str(args.model)
     rows = []
-    for precision in args.precisions.split(','):
+    for precision in choices(args.precisions, ('fp32', 'bf16 autocast')):
         for mode in MODES:
             for ckpt in (False, True):
                 cmd = [sys.executable, __file__, '--worker', '--model', str(args.model), '--mode', mode, '--precision', precision,
@@ -106,7 +106,7 @@ def main(argv=None):
 
 def report(d):
     m, size = d['machine'], d['rows'][0]['size']
-    head = (f"Training on CPU ({m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
+    head = (f"Training on CPU ({cpu_name(m)}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
             f"{m['load_after'][0]:.1f} after). Model: {d['model']}; batch {d['batch']} clips of {d['frames']} frames at {size}x{size} px. "
             f"One step: VAE encoding, T5, the v1 loss (MSE + learned-variance VB), backward, clipping, AdamW. {'CPU seconds (one thread): m' if d.get('clock') == 'cpu' else 'M'}edian of {d['steps']} steps after a warm-up (fastest in brackets).\n\n")
     header = ['trains', 'precision', 'gradient checkpointing', 'seconds per step', 'samples/s', 'peak MiB', 'trainable M of']

@@ -13,7 +13,7 @@ measured per row in a fresh process: the highest resident size during the first 
 import argparse, copy, json, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import setup_torch, rss_mib, peak_rss_mib, load_average, machine, rounds, summary, run_json, write_result, md_table, images_dir
+from common import choices, cpu_name, setup_torch, rss_mib, peak_rss_mib, load_average, machine, rounds, summary, run_json, write_result, md_table, images_dir
 
 MID_SIZE = dict(num_attention_heads=6, attention_head_dim=64, in_channels=4, out_channels=8, num_layers=4, sample_size=32,
                 caption_channels=4096, cross_attention_dim=384)
@@ -30,11 +30,6 @@ ROWS = {  # name: (model, precision, attention)
 }
 TRAINED = ('ours', 'ours-naive', 'v1-style', 'latte', 'ours-autocast', 'ours-compile')   # rows also timed forward+backward
 DEFAULT_ROWS = ('ours', 'ours-naive', 'v1-style', 'latte', 'ours-bf16', 'ours-autocast')
-
-
-def default_rows(bf16_emulated):
-    "The rows timed unless --rows says otherwise: without the bf16 ones on a CPU that has no bf16 instructions (emulated, many times slower)."
-    return [r for r in DEFAULT_ROWS if not (bf16_emulated and 'bf16' in ROWS[r][1])]
 
 
 def geometry(args):
@@ -134,11 +129,9 @@ def main(argv=None):
     clock = time.process_time if args.clock == 'cpu' else time.perf_counter
     torch = setup_torch(args.threads)
     from easyanimate.performance import matmul_gflops, reuse_freed_memory
-    from easyanimate.pipeline import half_is_emulated
     if args.reuse_memory: reuse_freed_memory()
     info = machine(args.threads)
-    info['bf16_emulated'] = half_is_emulated(torch.bfloat16)
-    names = (default_rows(info['bf16_emulated']) if args.rows is None else [r for r in args.rows.split(',') if r]) + (['ours-compile'] if args.compile else [])
+    names = choices(args.rows, DEFAULT_ROWS, is_bf16=lambda r: 'bf16' in ROWS.get(r, ('', ''))[1]) + (['ours-compile'] if args.compile else [])
     unknown = [r for r in names if r not in ROWS]
     if unknown: p.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     built = {n: build(n, args) for n in names}
@@ -214,7 +207,7 @@ def fmt(x, spec): return '' if x is None else format(x, spec)
 
 def report(d):
     m, c = d['machine'], d['config']
-    head = (f"Denoiser on CPU ({m['cpu']}, {m.get('cpu_capability', '?')}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
+    head = (f"Denoiser on CPU ({cpu_name(m)}, {m['threads']} threads, torch {m['torch']}, {m['date']}; load average {m['load_before'][0]:.1f} before, "
             f"{m['load_after'][0]:.1f} after): {c['num_layers']} blocks, hidden {c['num_attention_heads'] * c['attention_head_dim']} "
             f"({c['num_attention_heads']}x{c['attention_head_dim']}), batch 1, {d['frames']} frames of {d['latent_size']}x{d['latent_size']} latents, "
             f"caption {d['caption_tokens']} x {c['caption_channels']}. Seconds{' of CPU time (one thread)' if d.get('clock') == 'cpu' else ''}: median of {d['rounds']} interleaved rounds (fastest in brackets). "

@@ -37,11 +37,29 @@ def cpu_model():
     return platform.processor() or 'unknown CPU'
 
 
+def bf16_emulated() -> bool:
+    "True on a CPU without bf16 instructions, where bfloat16 is emulated and many times slower than float32."
+    import torch
+    from easyanimate.pipeline import half_is_emulated
+    return half_is_emulated(torch.bfloat16)
+
+
+def choices(given, default, is_bf16=lambda x: 'bf16' in x):
+    "The comma-separated choices `given`, or else `default` without its bf16 ones where bf16 is emulated (`bf16_emulated`)."
+    if given is not None: return [x for x in given.split(',') if x]
+    return [x for x in default if not (is_bf16(x) and bf16_emulated())]
+
+
 def machine(threads):
     import torch
     return dict(date=datetime.datetime.now().strftime('%Y-%m-%d %H:%M'), cpu=cpu_model(), cores=os.cpu_count(), threads=threads or torch.get_num_threads(),
                 torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(), python=platform.python_version(),
-                load_before=[round(x, 2) for x in load_average()])
+                bf16_emulated=bf16_emulated(), load_before=[round(x, 2) for x in load_average()])
+
+
+def cpu_name(m):
+    "The CPU of machine facts `m` for a caption: its name and instruction set."
+    return f"{m['cpu']}, {m.get('cpu_capability', 'unknown instruction set')}"
 
 
 def rounds(fns, n, warmup=1, clock=time.perf_counter):
