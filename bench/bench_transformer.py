@@ -131,7 +131,7 @@ def main(argv=None):
     from easyanimate.performance import matmul_gflops, reuse_freed_memory
     if args.reuse_memory: reuse_freed_memory()
     info = machine(args.threads)
-    names = choices(args.rows, DEFAULT_ROWS, is_bf16=lambda r: 'bf16' in ROWS.get(r, ('', ''))[1]) + (['ours-compile'] if args.compile else [])
+    names = choices(args.rows, DEFAULT_ROWS, is_bf16=lambda r: 'bf16' in ROWS[r][1]) + (['ours-compile'] if args.compile else [])
     unknown = [r for r in names if r not in ROWS]
     if unknown: p.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     built = {n: build(n, args) for n in names}

@@ -40,7 +40,7 @@ def cpu_model():
 def bf16_emulated() -> bool:
     "True on a CPU without bf16 instructions, where bfloat16 is emulated and many times slower than float32."
     import torch
-    from easyanimate.pipeline import half_is_emulated
+    from easyanimate.attention import half_is_emulated
     return half_is_emulated(torch.bfloat16)
 
 
@@ -59,7 +59,7 @@ def machine(threads):
 
 def cpu_name(m):
     "The CPU of machine facts `m` for a caption: its name and instruction set."
-    return f"{m['cpu']}, {m.get('cpu_capability', 'unknown instruction set')}"
+    return f"{m['cpu']}, {m['cpu_capability']}"
 
 
 def rounds(fns, n, warmup=1, clock=time.perf_counter):

@@ -15,7 +15,7 @@ from .utils import EasyAnimateError
 # %% auto #0
 __all__ = ['ATTENTION_BACKENDS', 'BMM_MAX_KEYS', 'ONEDNN_DTYPES', 'naive_attention', 'check_backend', 'get_attention_backend',
            'set_attention_backend', 'attention_backend', 'is_cpu_half', 'bmm_attention', 'sliced_attention', 'attend',
-           'mask_to_bias', 'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'onednn_dtypes',
+           'mask_to_bias', 'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'half_is_emulated',
            'OneDNNLinear', 'linear_kernel', 'linear', 'geglu', 'FeedForward', 'Attention']
 
 # %% ../nbs/01_attention.ipynb #89744687
@@ -118,12 +118,14 @@ def torch_linear():
     try: yield
     finally: _onednn_linear = old
 
-def onednn_dtypes() -> tuple:
-    "The dtypes oneDNN's linear primitive runs on this CPU: float32, and bfloat16 only on CPUs with bf16 instructions (AVX-512 BF16, AMX)."
-    if not torch.backends.mkldnn.is_available(): return ()
-    return (torch.float32, torch.bfloat16) if torch.ops.mkldnn._is_mkldnn_bf16_supported() else (torch.float32,)
+def half_is_emulated(dtype, device='cpu') -> bool:
+    "bfloat16/float16 on a CPU without instructions for it (an AVX2-only CPU, say), where it runs many times slower than float32."
+    if str(device) != 'cpu' or dtype not in (torch.bfloat16, torch.float16): return False
+    supported = torch.ops.mkldnn._is_mkldnn_bf16_supported if dtype == torch.bfloat16 else torch.ops.mkldnn._is_mkldnn_fp16_supported
+    return not supported()
 
-ONEDNN_DTYPES = onednn_dtypes()
+# the dtypes oneDNN's linear primitive takes on this CPU: it refuses an emulated bfloat16
+ONEDNN_DTYPES = () if not torch.backends.mkldnn.is_available() else (torch.float32,) + (() if half_is_emulated(torch.bfloat16) else (torch.bfloat16,))
 
 def _onednn_ok(x, weight, bias):
     if torch.compiler.is_compiling() or not _onednn_linear: return False   # compile picks its own kernels

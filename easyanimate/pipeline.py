@@ -17,6 +17,7 @@ from .utils import EasyAnimateError
 from .transformer import Transformer3DModel, V1_ADDITIONAL_KWARGS, load_motion_module, load_transformer_checkpoint
 from .samplers import DEFAULT_SAMPLER, get_scheduler, switch_sampler, model_scheduler_config, step_kwargs, check_steps, min_steps
 from .lora import merge_lora
+from .attention import half_is_emulated
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,7 @@ __all__ = ['logger', 'V1_NEGATIVE_PROMPT', 'V1_DEFAULTS', 'MAX_SEQUENCE_LENGTH',
            'check_request', 'EasyAnimatePipeline', 'encode_prompt', 'prepare_latents', 'predict_noise',
            'decode_latents', 'postprocess', 'check_inputs', 'generate', 'enable_vae_slicing', 'disable_vae_slicing',
            'enable_vae_tiling', 'disable_vae_tiling', 'compile_transformer', 'check_model_dir', 'load_transformer',
-           'from_pretrained', 'merge_lora_into', 'unmerge_lora', 'resolve_dtype', 'half_is_emulated', 'resolve_device',
-           'load_pipeline']
+           'from_pretrained', 'merge_lora_into', 'unmerge_lora', 'resolve_dtype', 'resolve_device', 'load_pipeline']
 
 # %% ../nbs/08_pipeline.ipynb #42880030
 V1_NEGATIVE_PROMPT = ("Strange motion trajectory, a poor composition and deformed video, worst quality, normal quality, "
@@ -344,12 +344,6 @@ def resolve_dtype(dtype, device='cpu') -> torch.dtype:
     if dtype in (None, 'auto'): return torch.float16 if str(device).startswith('cuda') else torch.float32
     if dtype not in DTYPES: raise EasyAnimateError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
-
-def half_is_emulated(dtype, device='cpu') -> bool:
-    "bfloat16/float16 on a CPU without instructions for it (an AVX2-only CPU, say), where it runs many times slower than float32."
-    if str(device) != 'cpu' or dtype not in (torch.bfloat16, torch.float16): return False
-    supported = torch.ops.mkldnn._is_mkldnn_bf16_supported if dtype == torch.bfloat16 else torch.ops.mkldnn._is_mkldnn_fp16_supported
-    return not supported()
 
 def resolve_device(device=None) -> str:
     "'auto' -> 'cuda' when available else 'cpu'; 'cuda[:N]' is checked against the GPUs present."
