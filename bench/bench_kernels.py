@@ -55,7 +55,7 @@ def main(argv=None):
     ms = lambda t: 'n/a' if t is None else f"{t:.1f}"
     ratio = lambda a, b: 'n/a' if b is None else f"{a / b:.2f}x"
     md = (f"Kernels on {cpu_name(info)} ({secs}; fastest of {args.repeat}; torch {info['torch']}, {info['date']}; load average {info['load_before'][0]:.1f}).\n\n"
-          "Linear layers, forward (F.linear is BLAS addmm for float32, oneDNN for bfloat16) and input gradient:\n\n"
+          f"Linear layers, forward (F.linear is BLAS addmm for float32, {'oneDNN' if torch.bfloat16 in ONEDNN_DTYPES else 'emulated'} for bfloat16) and input gradient:\n\n"
           + md_table(['dtype', 'shape', 'F.linear (+ F.gelu)', 'oneDNN, fused', 'speed-up', 'grad input: matmul', 'grad input: oneDNN', 'speed-up'],
                      [[r[0], r[1], ms(r[2]), ms(r[3]), ratio(r[2], r[3]), ms(r[4]), ms(r[5]), ratio(r[4], r[5])] for r in lin_rows])
           + ("" if torch.bfloat16 in ONEDNN_DTYPES else "\nn/a: oneDNN has no bfloat16 linear primitive on this CPU (no bf16 instructions); bfloat16 runs through F.linear.\n")
