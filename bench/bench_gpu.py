@@ -22,7 +22,7 @@ def build(args, device, dtype):
     from diffusers import AutoencoderKL
     from transformers import T5Config, T5EncoderModel
     from easyanimate.tiny import tiny_tokenizer, tiny_config, tiny_text_encoder, tiny_vae
-    from easyanimate.pipeline import EasyAnimatePipeline
+    from easyanimate.pipeline import EasyAnimateV1Pipeline
     from easyanimate.samplers import get_scheduler
     from easyanimate.transformer import Transformer3DModel, PIXART_XL_2_512_CONFIG, V1_ADDITIONAL_KWARGS
     torch.manual_seed(0)
@@ -35,7 +35,7 @@ def build(args, device, dtype):
             t5 = T5EncoderModel(T5Config(**T5_XXL)).to(dtype)
             vae = AutoencoderKL(**SD_VAE).to(dtype)
             transformer = Transformer3DModel(**PIXART_XL_2_512_CONFIG, **V1_ADDITIONAL_KWARGS).to(dtype)
-    pipe = EasyAnimatePipeline(tokenizer=tok, text_encoder=t5.eval(), vae=vae.eval(), transformer=transformer.eval(), scheduler=get_scheduler('Euler A'))
+    pipe = EasyAnimateV1Pipeline(tokenizer=tok, text_encoder=t5.eval(), vae=vae.eval(), transformer=transformer.eval(), scheduler=get_scheduler('Euler A'))
     return pipe.to(device, dtype)
 
 

@@ -25,14 +25,14 @@ def default_model(folder):
     if found is not None and Path(found).is_dir(): return found, 'bundled demo model'
     import torch
     from easyanimate import demo_model as dm
-    from easyanimate.pipeline import EasyAnimatePipeline
+    from easyanimate.pipeline import EasyAnimateV1Pipeline
     from easyanimate.samplers import get_scheduler
     from easyanimate.transformer import Transformer3DModel, V1_ADDITIONAL_KWARGS
     tok = dm.demo_tokenizer()
     torch.manual_seed(0)
     transformer = Transformer3DModel(**dm.DEMO_TRANSFORMER_CONFIG, **V1_ADDITIONAL_KWARGS).eval()   # v1's 4096-row tables: up to 128 frames
     for b in transformer.transformer_blocks: torch.nn.init.normal_(b.attn_temporal.temporal_transformer.proj_out.weight, std=0.02)
-    pipe = EasyAnimatePipeline(tokenizer=tok, text_encoder=dm.demo_text_encoder(len(tok)), vae=dm.demo_vae().eval(), transformer=transformer,
+    pipe = EasyAnimateV1Pipeline(tokenizer=tok, text_encoder=dm.demo_text_encoder(len(tok)), vae=dm.demo_vae().eval(), transformer=transformer,
                                scheduler=get_scheduler(dm.DEMO_DEFAULTS['sampler']))
     pipe.save_pretrained(folder)
     (Path(folder) / 'easyanimate_defaults.json').write_text(json.dumps(dm.DEMO_DEFAULTS))

@@ -164,12 +164,12 @@ def train_stage(config_file, log_path, **options) -> float:
 # %% ../nbs/13_demo_model.ipynb #2744842a
 def assemble_demo_model(base, dest, transformer_checkpoint, motion_module=None, defaults=DEMO_DEFAULTS) -> Path:
     "Save the pipeline folder `dest`: the base folder's tokenizer, T5 and VAE with the trained video transformer."
-    from easyanimate.pipeline import EasyAnimatePipeline
+    from easyanimate.pipeline import EasyAnimateV1Pipeline
     base, dest = Path(base), Path(dest)
     transformer = Transformer3DModel.from_pretrained_2d(base, subfolder='transformer', transformer_additional_kwargs=DEMO_VIDEO_KWARGS)
     load_transformer_checkpoint(transformer, transformer_checkpoint)
     if motion_module is not None: load_motion_module(transformer, motion_module)
-    pipe = EasyAnimatePipeline(tokenizer=AutoTokenizer.from_pretrained(base / 'tokenizer'), text_encoder=T5EncoderModel.from_pretrained(base / 'text_encoder'),
+    pipe = EasyAnimateV1Pipeline(tokenizer=AutoTokenizer.from_pretrained(base / 'tokenizer'), text_encoder=T5EncoderModel.from_pretrained(base / 'text_encoder'),
                                vae=AutoencoderKL.from_pretrained(base / 'vae'), transformer=transformer.eval(),
                                scheduler=switch_sampler(model_scheduler_config(base), defaults['sampler']))
     tmp = dest.with_name(dest.name + '.tmp')
@@ -315,7 +315,7 @@ def plot_training_record(record):
 
 # %% ../nbs/13_demo_model.ipynb #7f21bb48
 def demo_pipeline(path=None, device='cpu'):
-    "The bundled demo model (or the pipeline folder `path`) as an `EasyAnimatePipeline` with its default sampler."
+    "The bundled demo model (or the pipeline folder `path`) as an `EasyAnimateV1Pipeline` with its default sampler."
     from easyanimate.cli import demo_model_path, model_defaults
     from easyanimate.pipeline import load_pipeline
     path = path or demo_model_path()

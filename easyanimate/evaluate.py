@@ -250,7 +250,7 @@ def pipeline_generate_fn(pipe, steps=None, sampler=None, guidance=None, n_frames
 # %% ../nbs/14_evaluate.ipynb #f7f144fa
 def add_evaluate_args(parser):
     "Options of `easyanimate evaluate-demo`."
-    parser.add_argument('--model', help='folder of a saved EasyAnimatePipeline (default: the bundled demo model)')
+    parser.add_argument('--model', help='folder of a saved EasyAnimateV1Pipeline (default: the bundled demo model)')
     parser.add_argument('--oracle', action='store_true', help='score the exact renderer instead of a model (checks the evaluation)')
     parser.add_argument('--seen', type=int, default=16, help='number of prompts of combinations seen in training')
     parser.add_argument('--held-out', type=int, default=12, help='number of prompts of held-out combinations')
@@ -268,9 +268,9 @@ def add_evaluate_args(parser):
 
 def _load_pipeline(path, device):
     import torch
-    from easyanimate.pipeline import EasyAnimatePipeline
+    from easyanimate.pipeline import EasyAnimateV1Pipeline
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    pipe = EasyAnimatePipeline.from_pretrained(path).to(device)
+    pipe = EasyAnimateV1Pipeline.from_pretrained(path).to(device)
     pipe.set_progress_bar_config(disable=True)  # one bar over the prompts instead of one per clip
     return pipe
 

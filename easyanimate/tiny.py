@@ -91,10 +91,10 @@ def tiny_transformer(seed=0, additional_kwargs=None, **overrides) -> Transformer
 
 # %% ../nbs/04_tiny.ipynb #4448e943
 def tiny_pipeline(seed=0, sampler=DEFAULT_SAMPLER, words=DEFAULT_WORDS):
-    "An `EasyAnimatePipeline` of tiny random components (reproducible from `seed`)."
-    from easyanimate.pipeline import EasyAnimatePipeline
+    "An `EasyAnimateV1Pipeline` of tiny random components (reproducible from `seed`)."
+    from easyanimate.pipeline import EasyAnimateV1Pipeline
     tok = tiny_tokenizer(words)
-    return EasyAnimatePipeline(tokenizer=tok, text_encoder=tiny_text_encoder(len(tok), seed=seed), vae=tiny_vae(seed),
+    return EasyAnimateV1Pipeline(tokenizer=tok, text_encoder=tiny_text_encoder(len(tok), seed=seed), vae=tiny_vae(seed),
                                transformer=tiny_transformer(seed), scheduler=get_scheduler(sampler))
 
 # %% ../nbs/04_tiny.ipynb #4ef71b6f

@@ -624,12 +624,12 @@ def run_validation(config, models, transformer, step, output_dir, device, images
     frames = config.validation_video_length or (1 if images_only else config.video_sample_n_frames)
     size = (config.image_sample_size or config.video_sample_size) if frames == 1 else config.video_sample_size
     suffix = 'png' if frames == 1 else config.validation_format
-    from easyanimate.pipeline import EasyAnimatePipeline
+    from easyanimate.pipeline import EasyAnimateV1Pipeline
     from easyanimate.samplers import switch_sampler
     from easyanimate.video_io import save_video
     was_training, rng = transformer.training, torch.get_rng_state()
     transformer.eval()
-    pipe = EasyAnimatePipeline(tokenizer=models['tokenizer'], text_encoder=models['text_encoder'], vae=models['vae'],
+    pipe = EasyAnimateV1Pipeline(tokenizer=models['tokenizer'], text_encoder=models['text_encoder'], vae=models['vae'],
                                transformer=transformer,
                                scheduler=switch_sampler({**model_scheduler_config(config.pretrained_model_name_or_path), 'prediction_type': config.prediction_type}, config.validation_sampler))
     pipe.set_progress_bar_config(disable=True)

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from easyanimate.pipeline import EasyAnimatePipeline, load_pipeline
+from easyanimate.pipeline import EasyAnimateV1Pipeline, load_pipeline
 from easyanimate.samplers import get_scheduler, min_steps, sampler_names
 from easyanimate.tiny import save_v1_release, tiny_pipeline
 from easyanimate.utils import EasyAnimateError
@@ -58,7 +58,7 @@ def test_prompt_batch_matches_single_prompts(pipe):
 
 
 def test_lora_merge_unmerge_round_trip(release):
-    pipe = EasyAnimatePipeline.from_pretrained(release['model'])
+    pipe = EasyAnimateV1Pipeline.from_pretrained(release['model'])
     before = {k: v.clone() for k, v in [*pipe.transformer.state_dict().items(), *pipe.text_encoder.state_dict().items()]}
     pipe.merge_lora(release['lora'], 0.55)
     changed = [k for k, v in pipe.transformer.state_dict().items() if not torch.equal(v, before[k])]
@@ -72,7 +72,7 @@ def test_save_and_load_round_trip(pipe, tmp_path):
     pipe.scheduler = get_scheduler('Euler A')
     pipe.save_pretrained(tmp_path / 'saved')
     assert json.loads((tmp_path / 'saved' / 'model_index.json').read_text())['transformer'] == ['easyanimate.transformer', 'Transformer3DModel']
-    back = EasyAnimatePipeline.from_pretrained(tmp_path / 'saved')
+    back = EasyAnimateV1Pipeline.from_pretrained(tmp_path / 'saved')
     back.set_progress_bar_config(disable=True)
     torch.testing.assert_close(back('a red circle', seed=1, **KW).videos, pipe('a red circle', seed=1, **KW).videos, atol=1e-6, rtol=0)
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 import easyanimate.training as T
 from easyanimate.data import write_toy_video, load_samples, VideoImageDataset, collate_samples
-from easyanimate.pipeline import EasyAnimatePipeline
+from easyanimate.pipeline import EasyAnimateV1Pipeline
 from easyanimate.tiny import tiny_pipeline
 from easyanimate.utils import load_state_dict, EasyAnimateError
 
@@ -118,7 +118,7 @@ def test_mode_learns_and_exports_for_the_pipeline(mode, model_dir, v1_release, v
     assert losses[-5:].mean() < losses[:5].mean(), losses
 
     exported = load_state_dict(result.export_path)
-    base = EasyAnimatePipeline.from_pretrained(model_dir, **base_kw)
+    base = EasyAnimateV1Pipeline.from_pretrained(model_dir, **base_kw)
     if load_as == 'motion_module':
         assert all('.attn_temporal.' in k for k in exported) and any(k.endswith('pos_encoder.pe') for k in exported)
         assert sorted(exported) == sorted(k for k in base.transformer.state_dict() if '.attn_temporal.' in k)
@@ -128,7 +128,7 @@ def test_mode_learns_and_exports_for_the_pipeline(mode, model_dir, v1_release, v
         assert all(k.startswith(('lora_unet_', 'lora_te_')) for k in exported) and any(k.startswith('lora_te_') for k in exported)
         assert any('_attn_temporal_' in k for k in exported)  # v1 puts adapters in the motion module too
         assert {k.rsplit('.', 2)[-2] if not k.endswith('alpha') else 'alpha' for k in exported} == {'lora_down', 'lora_up', 'alpha'}
-    trained = EasyAnimatePipeline.from_pretrained(model_dir, **base_kw, **({'lora': result.export_path, 'lora_weight': 1.0} if load_as == 'lora' else {load_as: result.export_path}))
+    trained = EasyAnimateV1Pipeline.from_pretrained(model_dir, **base_kw, **({'lora': result.export_path, 'lora_weight': 1.0} if load_as == 'lora' else {load_as: result.export_path}))
     samples = load_samples(images) if data == 'images' else load_samples(videos, videos/'two.json')
     before, after = eval_loss(base, samples), eval_loss(trained, samples)
     assert after < 0.85 * before, (before, after)
