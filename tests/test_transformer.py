@@ -1,5 +1,5 @@
 "End-to-end checks of easyanimate.transformer: equality with the original v1 code, key layout, loaders."
-import json, os
+import json
 from pathlib import Path
 import pytest, torch
 from safetensors.torch import load_file
@@ -8,23 +8,20 @@ from easyanimate.transformer import Transformer3DModel
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def reference_dir(name='ref_A'):
-    "The shared reference tensors: $EASYANIMATE_SHARED, or shared/ beside (CI) or inside the checkout."
-    bases = ([Path(os.environ['EASYANIMATE_SHARED'])] if os.environ.get('EASYANIMATE_SHARED') else []) + [ROOT.parent / 'shared', ROOT / 'shared']
-    for base in bases:
-        d = base / 'spec' / 'reference'
-        if (d / f'{name}.safetensors').is_file(): return d
-    where = ', '.join(str(b) for b in bases)
-    if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'):
-        pytest.fail(f"reference {name} not found under {where}: CI must provide shared/spec/reference beside the checkout")
-    pytest.skip(f"reference {name} not found under {where} (set EASYANIMATE_SHARED to the shared/ folder)")
+REFERENCE = ROOT / 'tests' / 'fixtures' / 'v1_reference'
+
+
+def reference_file(name):
+    "A file of the v1 reference tensors kept in the repository; missing, the test fails naming it (never a skip)."
+    f = REFERENCE / name
+    if not f.is_file(): pytest.fail(f"v1 reference file {f} is missing: it is part of the repository (tests/fixtures/v1_reference/)")
+    return f
 
 
 @pytest.fixture(scope='module')
 def ref_a():
-    d = reference_dir()
-    ref = load_file(str(d / 'ref_A.safetensors'))
-    cfg = json.loads((d / 'ref_A.json').read_text())
+    ref = load_file(str(reference_file('ref_A.safetensors')))
+    cfg = json.loads(reference_file('ref_A.json').read_text())
     sd = {k[len('state_dict.'):]: v for k, v in ref.items() if k.startswith('state_dict.')}
     return cfg, sd, ref
 
