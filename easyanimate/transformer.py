@@ -23,10 +23,11 @@ _logger = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['V1_ADDITIONAL_KWARGS', 'V1_LONG_SEQUENCE_KWARGS', 'PIXART_XL_2_512_CONFIG', 'BLOCK_TYPES', 'POSITION_TABLES',
            'WEIGHT_NAMES', 'PIXART_CLASS_NAMES', 'modulate', 'VideoTransformerBlock', 'check_supported', 'check_inputs',
-           'patch_tokens', 'add_time_positions', 'run_blocks', 'final_layer', 'unpatchify', 'Transformer3DModel',
-           'is_position_table', 'is_motion_module_key', 'other_length_tables', 'checked_load', 'as_state_dict',
-           'load_motion_module', 'load_transformer_checkpoint', 'read_2d_config', 'read_diffusers_weights',
-           'from_pretrained_2d']
+           'patch_tokens', 'add_time_positions', 'run_blocks', 'final_layer', 'unpatchify', 'CLIPProjection',
+           'join_inpaint_latents', 'add_image_tokens', 'Transformer3DModel', 'is_position_table',
+           'is_motion_module_key', 'is_image_projection_key', 'pad_input_channels', 'other_length_tables',
+           'checked_load', 'as_state_dict', 'load_motion_module', 'load_transformer_checkpoint', 'read_2d_config',
+           'read_diffusers_weights', 'from_pretrained_2d']
 
 # %% ../nbs/03_transformer.ipynb #814a4968
 V1_ADDITIONAL_KWARGS = dict(basic_block_type='motionmodule', motion_module_type='VanillaGrid', motion_module_kwargs=V1_MOTION_MODULE_KWARGS,
@@ -140,6 +141,41 @@ def unpatchify(model, x, frames, height, width):
     return x.reshape(-1, c, frames, height * p, width * p)
 
 # %% ../nbs/03_transformer.ipynb #489d1219
+class CLIPProjection(nn.Module):
+    "V3's image tokens: a CLIP image embedding -> `num_tokens` tokens of width `dim`; the output layer starts at zero."
+    def __init__(self, in_features, dim, num_tokens=8):
+        super().__init__()
+        self.num_tokens, self.dim = num_tokens, dim
+        self.linear_1 = nn.Linear(in_features, dim * num_tokens)
+        self.act_1 = nn.GELU(approximate='tanh')
+        self.linear_2 = nn.Linear(dim * num_tokens, dim * num_tokens)
+        nn.init.zeros_(self.linear_2.weight); nn.init.zeros_(self.linear_2.bias)
+
+    def forward(self, embeds): return self.linear_2(self.act_1(self.linear_1(embeds))).view(len(embeds), self.num_tokens, self.dim)
+
+def join_inpaint_latents(model, x, inpaint_latents):
+    "V1/V3's hook: the conditioning latents (mask, then masked video) join the noisy latents on the channel axis."
+    c = model.config.in_channels
+    if x.ndim != 5 or inpaint_latents.ndim != 5 or x.shape[0] != inpaint_latents.shape[0] or x.shape[2:] != inpaint_latents.shape[2:] \
+            or x.shape[1] + inpaint_latents.shape[1] != c:
+        raise EasyAnimateError(f"inpaint_latents {tuple(inpaint_latents.shape)} must match hidden_states {tuple(x.shape)} in batch, frames, height "
+                               f"and width, and the channels of both must add up to this transformer's in_channels {c}")
+    return torch.cat([x, inpaint_latents.to(x.dtype)], dim=1)
+
+def add_image_tokens(model, context, mask, image_embeds, image_mask=None):
+    "Append the projected CLIP image tokens to the caption tokens (and their keep-mask, all ones unless given)."
+    if model.clip_projection is None:
+        raise EasyAnimateError("clip_encoder_hidden_states given, but this transformer has no image projection (image_embed_dim is None)")
+    b, n = len(context), model.clip_projection.num_tokens
+    if image_embeds.shape != (b, model.config.image_embed_dim):
+        raise EasyAnimateError(f"clip_encoder_hidden_states must be [{b}, {model.config.image_embed_dim}] (CLIP image_embeds); got {tuple(image_embeds.shape)}")
+    if mask is not None and mask.ndim != 2: raise EasyAnimateError("image tokens need encoder_attention_mask as a [batch, tokens] keep-mask")
+    image_mask = torch.ones(b, n, device=context.device) if image_mask is None else image_mask
+    if tuple(image_mask.shape) != (b, n): raise EasyAnimateError(f"clip_attention_mask must be [{b}, {n}]; got {tuple(image_mask.shape)}")
+    mask = torch.ones(context.shape[:2], device=context.device) if mask is None else mask
+    tokens = model.clip_projection(image_embeds.to(context.dtype))
+    return torch.cat([context, tokens], dim=1), torch.cat([mask.to(image_mask.dtype), image_mask], dim=1)
+
 class Transformer3DModel(ModelMixin, ConfigMixin):
     "EasyAnimate v1's video DiT: PixArt-alpha with per-frame patches and spatial attention plus a motion module per block."
     _supports_gradient_checkpointing = True
@@ -153,7 +189,7 @@ class Transformer3DModel(ModelMixin, ConfigMixin):
                  caption_channels=4096, attention_type='default', num_vector_embeds=None, use_linear_projection=False,
                  only_cross_attention=False, double_self_attention=False,
                  basic_block_type='motionmodule', motion_module_type='VanillaGrid', motion_module_kwargs=None,
-                 time_position_encoding_before_transformer=False, patch_3d=False, fake_3d=False):
+                 time_position_encoding_before_transformer=False, patch_3d=False, fake_3d=False, image_embed_dim=None):
         super().__init__()
         dim = num_attention_heads * attention_head_dim
         check_supported(norm_type, num_embeds_ada_norm, in_channels, patch_size, basic_block_type, patch_3d, fake_3d, attention_type,
@@ -174,14 +210,15 @@ class Transformer3DModel(ModelMixin, ConfigMixin):
         self.adaln_single = AdaLayerNormSingle(dim, use_additional_conditions=self.use_additional_conditions)
         self.caption_projection = PixArtAlphaTextProjection(caption_channels, dim) if caption_channels is not None else None
         self.t_pos = PositionalEncoding(dim, 4096) if time_position_encoding_before_transformer else None
+        self.clip_projection = CLIPProjection(image_embed_dim, dim) if image_embed_dim else None
 
-    def forward(self, hidden_states, encoder_hidden_states=None, timestep=None, added_cond_kwargs=None, encoder_attention_mask=None, return_dict=True):
-        "Predict [B, out_channels, F, H, W] from latents [B, C, F, H, W], caption [B, L, caption_channels], its mask [B, L] and timesteps [B]."
+    def forward(self, hidden_states, encoder_hidden_states=None, timestep=None, added_cond_kwargs=None, encoder_attention_mask=None, return_dict=True,
+                inpaint_latents=None, clip_encoder_hidden_states=None, clip_attention_mask=None):
+        "Predict [B, out_channels, F, H, W] from latents [B, C, F, H, W], caption [B, L, caption_channels], its mask [B, L] and timesteps [B]; an inpaint model also takes `inpaint_latents` and optionally CLIP `image_embeds`."
+        if inpaint_latents is not None: hidden_states = join_inpaint_latents(self, hidden_states, inpaint_latents)
         timestep = check_inputs(self, hidden_states, encoder_hidden_states, encoder_attention_mask, timestep)
         if self.use_additional_conditions and added_cond_kwargs is None:
             raise EasyAnimateError("this model (sample_size 128) needs added_cond_kwargs={'resolution': ..., 'aspect_ratio': ...}")
-        bias = encoder_attention_mask
-        if bias is not None and bias.ndim == 2: bias = mask_to_bias(bias, hidden_states.dtype)
         b, _, frames, hh, ww = hidden_states.shape
         height, width = hh // self.config.patch_size, ww // self.config.patch_size
         tokens = patch_tokens(self, hidden_states)
@@ -189,6 +226,10 @@ class Transformer3DModel(ModelMixin, ConfigMixin):
         x = add_time_positions(self, tokens, frames).reshape(b, frames * height * width, -1)
         context = encoder_hidden_states
         if self.caption_projection is not None: context = self.caption_projection(context).view(b, -1, x.shape[-1])
+        bias = encoder_attention_mask
+        if clip_encoder_hidden_states is not None:
+            context, bias = add_image_tokens(self, context, bias, clip_encoder_hidden_states, clip_attention_mask)
+        if bias is not None and bias.ndim == 2: bias = mask_to_bias(bias, hidden_states.dtype)
         x = run_blocks(self, x, context, bias, timestep, frames, height, width)
         out = unpatchify(self, final_layer(self, x, embedded_timestep), frames, height, width)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
@@ -208,6 +249,15 @@ PIXART_CLASS_NAMES = ('Transformer2DModel', 'PixArtTransformer2DModel', 'Transfo
 
 def is_position_table(key): return key.endswith(POSITION_TABLES)
 def is_motion_module_key(key): return '.attn_temporal.' in key
+def is_image_projection_key(key): return key.startswith('clip_projection.')
+
+def pad_input_channels(state_dict, in_channels):
+    "`state_dict` with the patch embedding widened to `in_channels` inputs, the new ones zero (v1/V3's `from_pretrained_2d`)."
+    w = state_dict.get('pos_embed.proj.weight')
+    if w is None or w.shape[1] >= in_channels: return state_dict
+    wide = w.new_zeros(w.shape[0], in_channels, *w.shape[2:])
+    wide[:, :w.shape[1]] = w
+    return {**state_dict, 'pos_embed.proj.weight': wide}
 
 def other_length_tables(mismatched):
     "Position tables that differ only in their number of rows."
@@ -245,11 +295,11 @@ def load_motion_module(model, path_or_state_dict):
 def load_transformer_checkpoint(model, path):
     "Load a full DiT checkpoint (e.g. a personalized v1 model), with or without motion-module tensors; returns the `KeyReport`."
     sd, source = as_state_dict(path)
-    keys = list(model.state_dict())
+    sd, keys = pad_input_channels(sd, model.config.in_channels), list(model.state_dict())
     if sd and all(is_motion_module_key(k) for k in sd):
         raise EasyAnimateError(f"{source} holds only motion-module tensors (e.g. {next(iter(sd))}); load it with load_motion_module")
     has_mm = any(is_motion_module_key(k) for k in sd)
-    optional = {k for k in keys if is_position_table(k) or (is_motion_module_key(k) and not has_mm)}
+    optional = {k for k in keys if is_position_table(k) or (is_motion_module_key(k) and not has_mm) or is_image_projection_key(k)}
     return checked_load(model, sd, keys, optional, source)
 
 # %% ../nbs/03_transformer.ipynb #6ee96404
@@ -284,7 +334,9 @@ def from_pretrained_2d(cls, pretrained_model_path, subfolder=None, transformer_a
     if ignored: _logger.info(f"{folder}/config.json: ignoring fields {ignored}")
     model = cls(**{k: v for k, v in kwargs.items() if k in params})
     keys = list(model.state_dict())
-    report = checked_load(model, read_diffusers_weights(folder), keys, {k for k in keys if is_motion_module_key(k) or is_position_table(k)}, str(folder))
+    weights = pad_input_channels(read_diffusers_weights(folder), model.config.in_channels)
+    optional = {k for k in keys if is_motion_module_key(k) or is_position_table(k) or is_image_projection_key(k)}
+    report = checked_load(model, weights, keys, optional, str(folder))
     mm_params = sum(p.numel() for n, p in model.named_parameters() if is_motion_module_key(n))
     _logger.info(f"loaded {folder}: {len(report.missing)} keys kept their initialisation, 0 unexpected; motion-module parameters: {mm_params / 1e6:.1f} M")
     if torch_dtype is not None: model = model.to(torch_dtype)
