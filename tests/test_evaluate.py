@@ -89,7 +89,7 @@ def test_cli_functions(tmp_path):
 
 def test_evaluate_runs_on_a_real_tiny_pipeline(tmp_path):
     "The wrapper and the CLI path against an EasyAnimateV1Pipeline of tiny random components (scores are chance level)."
-    tiny = pytest.importorskip('easyanimate.tiny')
+    from easyanimate import tiny
     from easyanimate.shapes import caption_vocabulary
     pipe = tiny.tiny_pipeline(words=caption_vocabulary())
     pipe.set_progress_bar_config(disable=True)
