@@ -103,8 +103,21 @@ MODES = {  # name: (options, data, how the pipeline loads the export, expected e
     'lora': (dict(lora=True, rank=4, network_alpha=4, train_text_encoder=True, learning_rate=1e-2), 'videos', 'lora', 'lora.safetensors'),
 }
 
+def uniform_distance(timesteps, n=1000) -> float:
+    "Kolmogorov-Smirnov distance of integer `timesteps` from the uniform distribution on 0 .. n-1."
+    u, k = np.sort((np.asarray(timesteps) + 0.5) / n), len(timesteps)
+    return max((np.arange(1, k + 1) / k - u).max(), (u - np.arange(k) / k).max())
+
+def ks_critical(k): return 1.63 / np.sqrt(k)   # a uniform sample of k exceeds it with probability 1%
+
+def test_uniform_distance_tells_a_low_noise_sampler():
+    rng = np.random.default_rng(0)
+    assert uniform_distance(rng.integers(0, 1000, 30)) < ks_critical(30) < uniform_distance(rng.integers(0, 250, 30))
+    assert uniform_distance(rng.integers(0, 1000, 30)) < ks_critical(30) < uniform_distance(rng.integers(500, 1000, 30))
+
+
 @pytest.mark.parametrize('mode', list(MODES))
-def test_mode_learns_and_exports_for_the_pipeline(mode, model_dir, v1_release, videos, images, tmp_path):
+def test_mode_learns_and_exports_for_the_pipeline(mode, model_dir, v1_release, videos, images, tmp_path, monkeypatch):
     options, data, load_as, export_name = MODES[mode]
     base_kw = {}
     if mode == 'lora':
@@ -112,8 +125,13 @@ def test_mode_learns_and_exports_for_the_pipeline(mode, model_dir, v1_release, v
         options = {**options, 'motion_module_path': str(v1_release['motion_module'])}
     cfg = (config(model_dir, videos, videos/'two.json', tmp_path/'out', **options) if data == 'videos'
            else config(model_dir, images, None, tmp_path/'out', **options))
+    drawn, loss = [], T.diffusion_loss
+    monkeypatch.setattr(T, 'diffusion_loss', lambda trainee, objective, latents, timesteps, *a: drawn.extend(timesteps.tolist()) or loss(trainee, objective, latents, timesteps, *a))
     result = T.train(cfg)
+    monkeypatch.undo()
     assert result.steps == 15 and result.export_path == tmp_path/'out'/export_name
+    assert len(drawn) == 30 and all(isinstance(t, int) and 0 <= t < 1000 for t in drawn)   # v1: uniform over the 1000 training steps
+    assert uniform_distance(drawn) < ks_critical(30), sorted(drawn)
     losses = np.array(result.losses)
     assert losses[-5:].mean() < losses[:5].mean(), losses
 
