@@ -17,6 +17,7 @@ from .utils import EasyAnimateError
 from .transformer import Transformer3DModel, V1_ADDITIONAL_KWARGS, load_motion_module, load_transformer_checkpoint
 from .samplers import DEFAULT_SAMPLER, get_scheduler, switch_sampler, model_scheduler_config, step_kwargs, check_steps, min_steps
 from .lora import merge_lora
+from .inpaint import CLIP_APPLY_RATIO, LONG_VIDEO_OVERLAP, prepare_condition, strength_timesteps, start_latents, generate_long, load_image_encoder
 from .attention import half_is_emulated
 
 logger = logging.getLogger(__name__)
@@ -78,10 +79,12 @@ class EasyAnimateV1Pipeline(DiffusionPipeline):
     "Text-to-video with EasyAnimate v1: T5 text encoder, video DiT with motion module, SD VAE, any diffusers scheduler."
     model_cpu_offload_seq = 'text_encoder->transformer->vae'
     _callback_tensor_inputs = ['latents', 'prompt_embeds', 'negative_prompt_embeds']
+    _optional_components = ['image_encoder', 'image_processor']
 
-    def __init__(self, tokenizer, text_encoder, vae: AutoencoderKL, transformer: Transformer3DModel, scheduler):
+    def __init__(self, tokenizer, text_encoder, vae: AutoencoderKL, transformer: Transformer3DModel, scheduler, image_encoder=None, image_processor=None):
         super().__init__()
-        self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
+        self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler,
+                              image_encoder=image_encoder, image_processor=image_processor)   # the CLIP image encoder of an inpaint model (optional)
 
     @property
     def vae_scale_factor(self): return 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -126,7 +129,7 @@ EasyAnimateV1Pipeline._encode, EasyAnimateV1Pipeline.encode_prompt = _encode, en
 # %% ../nbs/08_pipeline.ipynb #59440696
 def prepare_latents(self, batch_size, video_length, height, width, dtype, device, generator, latents=None):
     "Initial noise [B, C, F, H/8, W/8] times the scheduler's `init_noise_sigma` (or the given latents)."
-    shape = (batch_size, self.transformer.config.in_channels, video_length, height // self.vae_scale_factor, width // self.vae_scale_factor)
+    shape = (batch_size, self.vae.config.latent_channels, video_length, height // self.vae_scale_factor, width // self.vae_scale_factor)
     if latents is None: latents = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
     elif tuple(latents.shape) != shape: raise EasyAnimateError(f"latents must have shape {shape}; got {tuple(latents.shape)}")
     return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
@@ -136,14 +139,14 @@ def _added_cond(self, height, width, batch, device, dtype):
     return {'resolution': torch.tensor([[height, width]], device=device, dtype=dtype).repeat(batch, 1),
             'aspect_ratio': torch.tensor([[height / width]], device=device, dtype=dtype).repeat(batch, 1)}
 
-def predict_noise(self, latents, t, embeds, mask, guidance_scale, added):
-    "Guided noise prediction for one step (both halves of classifier-free guidance in one batch)."
+def predict_noise(self, latents, t, embeds, mask, guidance_scale, added, **model_kwargs):
+    "Guided noise prediction for one step (both halves of classifier-free guidance in one batch); `model_kwargs`: an inpaint model's conditioning."
     cfg = guidance_scale > 1
     x = torch.cat([latents] * 2) if cfg else latents
     x = self.scheduler.scale_model_input(x, t)
     timestep = torch.as_tensor(t, device=x.device).expand(x.shape[0])
     noise = self.transformer(x, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=timestep,
-                             added_cond_kwargs=added, return_dict=False)[0].float()
+                             added_cond_kwargs=added, return_dict=False, **model_kwargs)[0].float()
     if cfg:
         uncond, text = noise.chunk(2)
         noise = uncond + guidance_scale * (text - uncond)
@@ -200,21 +203,25 @@ def generate(self, prompt, negative_prompt='', video_length=V1_DEFAULTS['video_l
              num_inference_steps=V1_DEFAULTS['num_inference_steps'], guidance_scale=V1_DEFAULTS['guidance_scale'],
              num_videos_per_prompt=1, generator=None, seed=None, latents=None, eta=0.0, output_type='pt', return_dict=True,
              callback_on_step_end=None, callback_on_step_end_tensor_inputs=('latents',), clean_caption=True,
-             max_sequence_length=MAX_SEQUENCE_LENGTH, decode_chunk_size=8):
-    "Generate videos [B, 3, F, H, W] for `prompt` (a string or a list); `video_length=1` makes images."
+             max_sequence_length=MAX_SEQUENCE_LENGTH, decode_chunk_size=8, image=None, end_image=None, video=None, mask_video=None,
+             strength=1.0, clip_apply_ratio=CLIP_APPLY_RATIO, segment_frames=None, overlap=LONG_VIDEO_OVERLAP):
+    "Generate videos [B, 3, F, H, W] for `prompt` (a string or a list); `video_length=1` makes images. Start/end image, video, mask, strength and long videos: the inpainting chapter."
+    if segment_frames is not None: return generate_long(self, **{k: v for k, v in locals().items() if k != 'self'})
     height, width = height or self.native_size, width or self.native_size
     n = self.check_inputs(prompt, negative_prompt, height, width, video_length, num_inference_steps, guidance_scale,
                           num_videos_per_prompt, output_type, callback_on_step_end_tensor_inputs)
     device, cfg, generator = self._execution_device, guidance_scale > 1, _generator(generator, seed)
+    cond = prepare_condition(self, n * num_videos_per_prompt, video_length, height, width, image, end_image, video, mask_video, strength, clip_apply_ratio)
     embeds, mask, neg_embeds, neg_mask = self.encode_prompt(prompt, negative_prompt, cfg, num_videos_per_prompt, device,
                                                             clean_caption, max_sequence_length)
     context, context_mask = (torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])) if cfg else (embeds, mask)
     self.scheduler.set_timesteps(num_inference_steps, device=device)
-    latents = self.prepare_latents(n * num_videos_per_prompt, video_length, height, width, embeds.dtype, device, generator, latents)
+    timesteps = self.scheduler.timesteps if strength == 1 else strength_timesteps(self.scheduler, num_inference_steps, strength)
+    latents = start_latents(self.scheduler, cond, self.prepare_latents(n * num_videos_per_prompt, video_length, height, width, embeds.dtype, device, generator, latents), timesteps)
     added = self._added_cond(height, width, context.shape[0], device, embeds.dtype)
     extra = step_kwargs(self.scheduler, generator, eta)
-    for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-        noise = self.predict_noise(latents, t, context, context_mask, guidance_scale, added)
+    for i, t in enumerate(self.progress_bar(timesteps)):
+        noise = self.predict_noise(latents, t, context, context_mask, guidance_scale, added, **cond.model_kwargs(i, len(timesteps), cfg))
         latents = self.scheduler.step(noise, t, latents.float(), **extra).prev_sample.to(embeds.dtype)
         if callback_on_step_end is not None:
             state = dict(latents=latents, prompt_embeds=embeds, negative_prompt_embeds=neg_embeds)
@@ -313,6 +320,8 @@ def from_pretrained(cls, pretrained_model_name_or_path, motion_module=None, tran
     if 'transformer' not in kwargs:
         kwargs['transformer'] = load_transformer(folder, motion_module, transformer_checkpoint, torch_dtype=torch_dtype)
     else: check_model_dir(folder)
+    if kwargs['transformer'].clip_projection is not None and 'image_encoder' not in kwargs and 'image_encoder' not in check_model_dir(folder)['index']:
+        kwargs['image_encoder'], kwargs['image_processor'] = load_image_encoder(folder)   # a V3-style folder: image_encoder/ beside the rest
     if sampler is not None: kwargs['scheduler'] = switch_sampler(model_scheduler_config(folder), sampler)
     kwargs.setdefault('local_files_only', True)
     kwargs[_DTYPE_ARG] = torch_dtype
