@@ -13,6 +13,7 @@ import yaml
 from diffusers import DDPMScheduler
 from .utils import EasyAnimateError, atomic_path, save_state_dict, load_state_dict, key_report
 from .samplers import model_scheduler_config
+from .inpaint_training import TRAIN_MODES, inpaint_transformer_kwargs, load_image_encoder, check_inpaint_trainable, inpaint_step_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class TrainConfig:
     rank: int = 128
     network_alpha: float = 64.0
     train_text_encoder: bool = False
+    train_mode: str = 'normal'                         # normal (text-to-video) or inpaint (masks and image conditioning, V4's)
     # optimisation
     train_batch_size: int = 2
     max_train_steps: int | None = 1000
@@ -190,6 +192,7 @@ OPTION_HELP = dict(
     caption_dropout='share of captions replaced by "" (classifier-free guidance)', dataloader_num_workers='data loading processes',
     tokenizer_max_length='T5 tokens per caption', trainable_modules='name substrings of trained parameters (attn_temporal; . for all)',
     lora='train a v1-format LoRA instead', rank='LoRA rank', network_alpha='LoRA alpha', train_text_encoder='LoRA on T5 too',
+    train_mode='normal (text-to-video), or inpaint: random masks train an inpaint model (image-to-video, inpainting)',
     train_batch_size='samples per process and step', max_train_steps='optimizer steps (empty: num_train_epochs)', num_train_epochs='epochs (optional)',
     learning_rate='AdamW learning rate', scale_lr='scale the learning rate by sqrt(total batch / 256)', lr_scheduler=', '.join(LR_SCHEDULERS),
     lr_warmup_steps='warmup steps', adam_beta1='AdamW beta1', adam_beta2='AdamW beta2', adam_weight_decay='AdamW weight decay', adam_epsilon='AdamW epsilon',
@@ -213,6 +216,7 @@ def check_config(c: TrainConfig) -> TrainConfig:
     if c.mixed_precision is not None and c.mixed_precision not in MIXED_PRECISIONS: problems.append(f"mixed_precision must be one of {MIXED_PRECISIONS}")
     if c.lr_scheduler not in LR_SCHEDULERS: problems.append(f"lr_scheduler must be one of {LR_SCHEDULERS}")
     if c.prediction_type not in (None, *PREDICTION_TYPES): problems.append(f"prediction_type must be one of {PREDICTION_TYPES}, not {c.prediction_type!r}")
+    if c.train_mode not in TRAIN_MODES: problems.append(f"train_mode must be one of {', '.join(TRAIN_MODES)}, not {c.train_mode!r}")
     if c.report_to not in ('csv', 'tensorboard'): problems.append("report_to must be csv or tensorboard")
     if c.validation_format not in ('gif', 'mp4'): problems.append("validation_format must be gif or mp4")
     if c.validation_video_length is not None and c.validation_video_length < 1: problems.append("validation_video_length must be at least 1 (or empty)")
@@ -426,12 +430,13 @@ class Trainee(torch.nn.Module):
         super().__init__()
         self.transformer, self.network, self.text_encoder = transformer, network, text_encoder
 
-    def forward(self, x_t, timestep, encoder_hidden_states=None, encoder_attention_mask=None, input_ids=None):
+    def forward(self, x_t, timestep, encoder_hidden_states=None, encoder_attention_mask=None, input_ids=None, **conditions):
+        "The transformer's output for noisy latents `x_t`; `conditions` are an inpaint model's extra inputs (inpaint latents, CLIP image)."
         if input_ids is not None: encoder_hidden_states = self.text_encoder(input_ids, attention_mask=encoder_attention_mask)[0]
         # the frozen text encoder may run in half precision; autocast recasts on GPU, but not everywhere (fp16 on CPU)
         encoder_hidden_states = encoder_hidden_states.to(self.transformer.dtype)
         return self.transformer(x_t, encoder_hidden_states=encoder_hidden_states, timestep=timestep, added_cond_kwargs=ADDED_COND_KWARGS,
-                                encoder_attention_mask=encoder_attention_mask, return_dict=False)[0]
+                                encoder_attention_mask=encoder_attention_mask, return_dict=False, **conditions)[0]
 
     def trainable_state_dict(self) -> dict:
         "The tensors that training changes (what a checkpoint must hold besides the base weights)."
@@ -493,10 +498,12 @@ def load_models(config, weight_dtype=torch.float32) -> dict:
     root = Path(config.pretrained_model_name_or_path)
     missing = [p for p in PIPELINE_PARTS if not (root / p).is_dir()]
     if missing: raise EasyAnimateError(f"{root} is not a pipeline folder: no {', '.join(missing)} subfolder (expected {', '.join(PIPELINE_PARTS)})")
+    kwargs = {**transformer_kwargs(config, root), **inpaint_transformer_kwargs(config.train_mode, root)}
     models = dict(tokenizer=AutoTokenizer.from_pretrained(root / 'tokenizer'),
                   text_encoder=T5EncoderModel.from_pretrained(root / 'text_encoder', torch_dtype=weight_dtype),
                   vae=AutoencoderKL.from_pretrained(root / 'vae'),
-                  transformer=Transformer3DModel.from_pretrained_2d(root, subfolder='transformer', transformer_additional_kwargs=transformer_kwargs(config, root)))
+                  transformer=Transformer3DModel.from_pretrained_2d(root, subfolder='transformer', transformer_additional_kwargs=kwargs),
+                  **load_image_encoder(config.train_mode, root))
     if config.transformer_path:
         logger.info(f"transformer_path {config.transformer_path}: {load_transformer_checkpoint(models['transformer'], config.transformer_path).summary()}")
     if config.motion_module_path:
@@ -516,10 +523,10 @@ def tokenize(tokenizer, texts, max_length=120):
     "T5 token ids and attention mask, padded to `max_length`."
     return tokenizer(list(texts), max_length=max_length, padding='max_length', truncation=True, add_special_tokens=True, return_tensors='pt')
 
-def diffusion_loss(trainee, objective, latents, timesteps, noise, text) -> dict:
-    "Batch-mean loss terms of the model on `latents` noised to `timesteps`; `text` holds embeddings+mask or ids+mask."
+def diffusion_loss(trainee, objective, latents, timesteps, noise, text, conditions=None) -> dict:
+    "Batch-mean loss terms of the model on `latents` noised to `timesteps`; `text` holds embeddings+mask or ids+mask, `conditions` an inpaint model's inputs."
     x_t = objective.scheduler.add_noise(latents, noise, timesteps)
-    out = trainee(x_t, timesteps, **text)
+    out = trainee(x_t, timesteps, **text, **(conditions or {}))
     return {k: v.mean() for k, v in objective(out.float(), latents, x_t, noise, timesteps).items()}
 
 # %% ../nbs/11_training.ipynb #34a62734
@@ -668,6 +675,7 @@ def build_trainee(config, models):
         network = LoRANetwork(models['transformer'], models['text_encoder'] if config.train_text_encoder else None,
                               rank=config.rank, alpha=config.network_alpha).apply_to()
     else: select_trainable(models['transformer'], config.trainable_modules)
+    check_inpaint_trainable(config, models)
     if config.gradient_checkpointing:
         models['transformer'].enable_gradient_checkpointing()
         if config.train_text_encoder: models['text_encoder'].gradient_checkpointing_enable()
@@ -717,7 +725,8 @@ def train(config) -> TrainResult:
         acc.state.deepspeed_plugin.deepspeed_config['train_micro_batch_size_per_gpu'] = config.train_batch_size
     trainee, optimizer, lr_scheduler = acc.prepare(trainee, optimizer, lr_scheduler)
     device = acc.device
-    models['vae'].to(device, dtype=weight_dtype)
+    for frozen in ('vae', 'image_encoder'):
+        if frozen in models: models[frozen].to(device, dtype=weight_dtype)
     if not config.train_text_encoder: models['text_encoder'].to(device, dtype=weight_dtype)
     if ema is not None: ema.to(device)
     state, kind = RunState(), export_kind(config)
@@ -761,7 +770,8 @@ def _micro_step(run, batch):
         text = _text_inputs(run, batch['text'])
         timesteps = torch.randint(0, objective.num_train_timesteps, (latents.shape[0],), device=acc.device)
         noise = torch.randn_like(latents)
-        terms = diffusion_loss(run['trainee'], objective, latents, timesteps, noise, text)
+        conditions = inpaint_step_inputs(run, batch) if config.train_mode == 'inpaint' else None
+        terms = diffusion_loss(run['trainee'], objective, latents, timesteps, noise, text, conditions)
         reduced = acc.reduce(torch.stack([terms.get(k, torch.zeros((), device=acc.device)).detach() for k in ('loss', 'mse', 'vb')]), 'mean')
         values = dict(zip(('loss', 'mse', 'vb'), reduced.tolist()))
         check_finite(values, run['state'].step + 1, batch, run['out'], acc.mixed_precision)
