@@ -4,15 +4,23 @@
 
 # %% ../nbs/19_inpaint_training.ipynb #a6878bf5
 from __future__ import annotations
+import json, logging
 from dataclasses import dataclass
+from pathlib import Path
 import numpy as np
 import torch
 from .utils import EasyAnimateError
+from .inpaint import (LATENT_CHANNELS, INPAINT_CHANNELS, NUM_IMAGE_TOKENS, IMAGE_ENCODER, inpaint_latents,
+                                 load_image_encoder, image_embeds)
+
+logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['TRAIN_MODES', 'MASK_KINDS', 'VIDEO_KIND_P', 'IMAGE_KIND_P', 'MAX_KEPT', 'CLIP_FIRST_P', 'CLIP_KEEP_P', 'T2V_ZERO_P',
-           'kind_probabilities', 'draw_mask_kind', 'random_box', 'kept_frames', 'random_mask', 'masked_pixels',
-           'frequency_tolerance', 'clip_frame_index', 'InpaintDraw', 'draw_inpaint_batch', 'batch_rng']
+__all__ = ['logger', 'TRAIN_MODES', 'MASK_KINDS', 'VIDEO_KIND_P', 'IMAGE_KIND_P', 'MAX_KEPT', 'CLIP_FIRST_P', 'CLIP_KEEP_P',
+           'T2V_ZERO_P', 'kind_probabilities', 'draw_mask_kind', 'random_box', 'kept_frames', 'random_mask',
+           'frequency_tolerance', 'clip_frame_index', 'InpaintDraw', 'draw_inpaint_batch', 'batch_rng',
+           'inpaint_transformer_kwargs', 'inpaint_models', 'check_inpaint_trainable', 'to_uint8_images',
+           'inpaint_inputs', 'inpaint_step_inputs']
 
 # %% ../nbs/19_inpaint_training.ipynb #3aecd46c
 TRAIN_MODES = ('normal', 'inpaint')
@@ -60,11 +68,6 @@ def random_mask(n_frames, height, width, rng: np.random.Generator, kind=None) ->
         mask[(slice(first, last), 0, *random_box(height, width, rng))] = 1
     return mask
 
-# %% ../nbs/19_inpaint_training.ipynb #528e375b
-def masked_pixels(pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    "Pixels in [-1, 1] with the pixels to generate (mask 1) set to -1, as V3/V4 train: `pixels * (1 - mask) - mask`."
-    return pixels * (1 - mask) - mask
-
 # %% ../nbs/19_inpaint_training.ipynb #8d2ace94
 def frequency_tolerance(p, n, sigmas=4.5) -> float:
     "How far the frequency of an event of probability `p` may stray from `p` in `n` independent draws: `sigmas` binomial standard deviations."
@@ -103,3 +106,68 @@ def batch_rng(seed, epoch, batch, process=0) -> np.random.Generator:
     "The generator of one batch's inpaint draws (fresh entropy when `seed` is None)."
     if seed is None: return np.random.default_rng()
     return np.random.default_rng([int(seed), int(epoch), int(batch), int(process), 17])
+
+# %% ../nbs/19_inpaint_training.ipynb #971d6a6c
+def _transformer_config(root) -> dict:
+    return json.loads((Path(root) / 'transformer' / 'config.json').read_text())
+
+def inpaint_transformer_kwargs(train_mode, root) -> dict:
+    "What a run adds to the transformer settings of model folder `root`: for inpaint training 12 input channels and, with a CLIP image encoder, its width."
+    in_channels = _transformer_config(root).get('in_channels', LATENT_CHANNELS)
+    if train_mode != 'inpaint':
+        if in_channels == INPAINT_CHANNELS:
+            raise EasyAnimateError(f"{root} holds an inpaint model ({INPAINT_CHANNELS} input channels): train it with train_mode=inpaint")
+        return {}
+    kwargs = {'in_channels': INPAINT_CHANNELS}
+    clip_config = Path(root) / IMAGE_ENCODER / 'config.json'
+    if clip_config.is_file(): kwargs['image_embed_dim'] = json.loads(clip_config.read_text()).get('projection_dim', 512)
+    return kwargs
+
+def inpaint_models(train_mode, root) -> dict:
+    "The frozen CLIP image encoder and processor of an inpaint run whose model folder has an `image_encoder/`; else nothing."
+    if train_mode != 'inpaint': return {}
+    encoder, processor = load_image_encoder(root)
+    return {} if encoder is None else dict(image_encoder=encoder.requires_grad_(False), image_processor=processor)
+
+# %% ../nbs/19_inpaint_training.ipynb #ab19de81
+def check_inpaint_trainable(config, models):
+    "Refuse an inpaint run whose zero-filled input channels could never train; warn when the image projection cannot."
+    if config.train_mode != 'inpaint': return
+    transformer = models['transformer']
+    weight = transformer.pos_embed.proj.weight
+    if not weight.requires_grad and not weight[:, LATENT_CHANNELS:].any():
+        why = ("a LoRA has no adapter on the patch embedding (pos_embed)" if config.lora
+               else f"trainable_modules {list(config.trainable_modules)} leave the patch embedding (pos_embed) frozen")
+        fix = ("train the whole model first (trainable_modules: [transformer_blocks, proj_out, pos_embed] or [.]) and put the LoRA on that "
+               "(transformer_path: its transformer.safetensors)" if config.lora else "add pos_embed to trainable_modules (or train . for everything)")
+        raise EasyAnimateError(f"the model's {INPAINT_CHANNELS - LATENT_CHANNELS} inpaint input channels start at zero and {why}, "
+                               f"so the mask and the kept frames could never reach the model: {fix}")
+    projection = transformer.clip_projection
+    if projection is not None and not config.lora and not any(p.requires_grad for p in projection.parameters()):
+        logger.warning("clip_projection does not train (add clip_projection to trainable_modules): its output layer starts at zero, so the image tokens add nothing")
+
+# %% ../nbs/19_inpaint_training.ipynb #2764ca9d
+def to_uint8_images(frames: torch.Tensor) -> list:
+    "Frames [N, 3, H, W] in [-1, 1] -> uint8 arrays [H, W, 3] (what a CLIP image processor takes)."
+    return list(((frames.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+
+def inpaint_inputs(models, pixel_values: torch.Tensor, draw: InpaintDraw) -> dict:
+    "The inpaint model's extra inputs for clips [B, F, 3, H, W] in [-1, 1] and the batch's random choices `draw`."
+    video, mask = pixel_values.transpose(1, 2), draw.mask.to(pixel_values).transpose(1, 2)
+    conditioning = inpaint_latents(models['vae'], video, mask, sample=True).float()
+    conditioning = conditioning * (~draw.zero_inpaint).to(conditioning)[:, None, None, None, None]
+    inputs = dict(inpaint_latents=conditioning)
+    if models.get('image_encoder') is not None:
+        b = len(pixel_values)
+        frames = pixel_values[torch.arange(b), torch.tensor(draw.clip_frames)]
+        inputs['clip_encoder_hidden_states'] = image_embeds(models['image_encoder'], models['image_processor'], to_uint8_images(frames))
+        inputs['clip_attention_mask'] = torch.full((b, NUM_IMAGE_TOKENS), float(draw.clip_keep), device=pixel_values.device)
+    return inputs
+
+def inpaint_step_inputs(run, batch) -> dict:
+    "`inpaint_inputs` for a batch of the training loop, its random choices drawn from the batch's own generator (`batch_rng`)."
+    acc, state, config = run['acc'], run['state'], run['config']
+    pixels = batch['pixel_values'].to(acc.device)
+    b, f, _, h, w = pixels.shape
+    draw = draw_inpaint_batch(b, f, h, w, batch_rng(config.seed, state.epoch, state.batch, acc.process_index))
+    return inpaint_inputs(run['models'], pixels, draw)

@@ -13,7 +13,7 @@ import yaml
 from diffusers import DDPMScheduler
 from .utils import EasyAnimateError, atomic_path, save_state_dict, load_state_dict, key_report
 from .samplers import model_scheduler_config
-from .inpaint_training import TRAIN_MODES, inpaint_transformer_kwargs, load_image_encoder, check_inpaint_trainable, inpaint_step_inputs
+from .inpaint_training import TRAIN_MODES, inpaint_transformer_kwargs, inpaint_models, check_inpaint_trainable, inpaint_step_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -503,7 +503,7 @@ def load_models(config, weight_dtype=torch.float32) -> dict:
                   text_encoder=T5EncoderModel.from_pretrained(root / 'text_encoder', torch_dtype=weight_dtype),
                   vae=AutoencoderKL.from_pretrained(root / 'vae'),
                   transformer=Transformer3DModel.from_pretrained_2d(root, subfolder='transformer', transformer_additional_kwargs=kwargs),
-                  **load_image_encoder(config.train_mode, root))
+                  **inpaint_models(config.train_mode, root))
     if config.transformer_path:
         logger.info(f"transformer_path {config.transformer_path}: {load_transformer_checkpoint(models['transformer'], config.transformer_path).summary()}")
     if config.motion_module_path:
