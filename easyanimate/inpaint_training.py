@@ -111,12 +111,18 @@ def batch_rng(seed, epoch, batch, process=0) -> np.random.Generator:
 def _transformer_config(root) -> dict:
     return json.loads((Path(root) / 'transformer' / 'config.json').read_text())
 
-def inpaint_transformer_kwargs(train_mode, root) -> dict:
+def _checkpoint_in_channels(path) -> int | None:
+    from easyanimate.cli import header_shapes
+    shape = header_shapes(path).get('pos_embed.proj.weight')
+    return shape[1] if shape else None
+
+def inpaint_transformer_kwargs(config, root) -> dict:
     "What a run adds to the transformer settings of model folder `root`: for inpaint training 12 input channels and, with a CLIP image encoder, its width."
-    in_channels = _transformer_config(root).get('in_channels', LATENT_CHANNELS)
-    if train_mode != 'inpaint':
-        if in_channels == INPAINT_CHANNELS:
+    if config.train_mode != 'inpaint':
+        if _transformer_config(root).get('in_channels', LATENT_CHANNELS) == INPAINT_CHANNELS:
             raise EasyAnimateError(f"{root} holds an inpaint model ({INPAINT_CHANNELS} input channels): train it with train_mode=inpaint")
+        if config.transformer_path and _checkpoint_in_channels(config.transformer_path) == INPAINT_CHANNELS:
+            raise EasyAnimateError(f"transformer_path {config.transformer_path} is an inpaint transformer ({INPAINT_CHANNELS} input channels): train it with train_mode=inpaint")
         return {}
     kwargs = {'in_channels': INPAINT_CHANNELS}
     clip_config = Path(root) / IMAGE_ENCODER / 'config.json'

@@ -498,7 +498,7 @@ def load_models(config, weight_dtype=torch.float32) -> dict:
     root = Path(config.pretrained_model_name_or_path)
     missing = [p for p in PIPELINE_PARTS if not (root / p).is_dir()]
     if missing: raise EasyAnimateError(f"{root} is not a pipeline folder: no {', '.join(missing)} subfolder (expected {', '.join(PIPELINE_PARTS)})")
-    kwargs = {**transformer_kwargs(config, root), **inpaint_transformer_kwargs(config.train_mode, root)}
+    kwargs = {**transformer_kwargs(config, root), **inpaint_transformer_kwargs(config, root)}
     models = dict(tokenizer=AutoTokenizer.from_pretrained(root / 'tokenizer'),
                   text_encoder=T5EncoderModel.from_pretrained(root / 'text_encoder', torch_dtype=weight_dtype),
                   vae=AutoencoderKL.from_pretrained(root / 'vae'),
