@@ -72,6 +72,14 @@ def _generate_args(p):
     s.add_argument('--size', default=None, metavar='HxW', help="height x width in pixels (default: the model's native size, 512x512 for v1)")
     s.add_argument('--frames', type=int, default=None, metavar='N', help='number of frames (default 80; 1 makes an image)')
     s.add_argument('--num-videos', type=int, default=1, metavar='N', help='videos for the prompt, tiled into one grid video as v1 does')
+    i = p.add_argument_group('image, video and long videos (an inpaint model; see the inpainting chapter)')
+    i.add_argument('--image', metavar='FILE', help='start frame (image-to-video)')
+    i.add_argument('--end-image', metavar='FILE', help='end frame, with --image')
+    i.add_argument('--video', metavar='FILE', help='input video (mp4/gif): inpainted where --mask is white, or redone part-way with --strength')
+    i.add_argument('--mask', metavar='FILE', help='mask for --video, an image or a video of the same length: white = regenerate, black = keep')
+    i.add_argument('--strength', type=float, default=None, metavar='S', help='how much of --video to redo, in (0, 1] (default 0.7 without --mask, 1 with)')
+    i.add_argument('--segment-frames', type=int, default=None, metavar='P', help='make the --frames long video in segments of P frames (long videos)')
+    i.add_argument('--overlap', type=int, default=None, metavar='O', help='frames each segment continues from, cross-faded (default 4)')
     o = p.add_argument_group('output')
     o.add_argument('--out', default='samples/easyanimate-videos/', metavar='PATH', help='a file (.mp4, .gif, .png) or a folder for numbered files (default samples/easyanimate-videos/)')
     o.add_argument('--format', choices=('mp4', 'gif'), default=None, help='file type when --out is a folder (default mp4; png for one frame)')
@@ -152,7 +160,8 @@ def plan_generate(args) -> dict:
     "Every setting of a `generate` run, validated before any model is loaded."
     if not args.prompt.strip(): raise EasyAnimateError("the prompt is empty: describe the video to generate")
     _check_files(args)
-    from easyanimate.pipeline import check_request, resolve_device, resolve_dtype
+    from easyanimate.pipeline import resolve_device, resolve_dtype
+    from easyanimate.inpaint import plan_inputs
     from easyanimate.samplers import check_steps, get_scheduler, resolve_sampler
     from easyanimate.video_io import check_output
     model = args.model or demo_model_path()
@@ -173,7 +182,7 @@ def plan_generate(args) -> dict:
         native = cfg['sample_size'] * factor
     size = pick('size')
     plan['height'], plan['width'] = parse_size(size) if size else (native, native)
-    check_request(cfg, factor, plan['height'], plan['width'], plan['frames'])
+    plan['inputs'] = plan_inputs(args, cfg, factor, plan)   # also checks size and frames, per segment for long videos
     plan['device'] = resolve_device(args.device)
     plan['dtype'] = resolve_dtype(args.dtype, plan['device'])
     plan['out'] = check_output(args.out, _output_suffix(args, plan['frames']), args.overwrite)
@@ -217,7 +226,7 @@ def cmd_generate(args) -> int:
     _switches(pipe, plan, args)
     videos = pipe(plan['prompt'], negative_prompt=plan['negative_prompt'], video_length=plan['frames'], height=plan['height'],
                   width=plan['width'], num_inference_steps=plan['steps'], guidance_scale=plan['guidance'], seed=plan['seed'],
-                  num_videos_per_prompt=plan['num_videos']).videos
+                  num_videos_per_prompt=plan['num_videos'], **plan['inputs']).videos
     from easyanimate.video_io import save_video, save_frame_grid
     video = videos if len(videos) > 1 else videos[0]   # several: one grid video, as v1 does
     path = save_video(video, plan['out'], fps=plan['fps'], overwrite=args.overwrite)
