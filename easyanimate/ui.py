@@ -4,20 +4,21 @@
 
 # %% ../nbs/15_ui.ipynb #41d92edc
 from __future__ import annotations
-import argparse, base64, contextlib, html, io, random, shlex, threading, time, traceback
+import argparse, base64, contextlib, html, io, random, shlex, tempfile, threading, time, traceback
 from pathlib import Path
 import ipywidgets as W
 from .utils import EasyAnimateError
 from .cli import DEMO_NOTICE, build_parser, classify_checkpoint, demo_model_path, header_shapes, model_defaults, parse_size
 from .cli import load_for_plan, plan_generate
-from .pipeline import check_request
+from .inpaint import plan_inputs
 from .samplers import resolve_sampler, sampler_names, scheduler_sampler_name, switch_sampler
 from .video_io import DEFAULT_OUTPUT_DIR, is_folder_output, save_video
 
 # %% auto #0
-__all__ = ['CHECKPOINT_SUFFIXES', 'FILE_OPTIONS', 'VALUE_OPTIONS', 'MIME_TYPES', 'EMBED_LIMIT', 'MESSAGE_COLOURS', 'STATIC_NOTE',
-           'personalized_kind', 'scan_models', 'generate_argv', 'command_line', 'plan_request', 'media_html',
-           'download_html', 'GeneratorUI', 'refresh_models', 'apply_defaults', 'values', 'wait']
+__all__ = ['CHECKPOINT_SUFFIXES', 'FILE_OPTIONS', 'VALUE_OPTIONS', 'INPAINT_OPTIONS', 'MIME_TYPES', 'EMBED_LIMIT',
+           'MESSAGE_COLOURS', 'STATIC_NOTE', 'personalized_kind', 'scan_models', 'generate_argv', 'command_line',
+           'plan_request', 'media_html', 'download_html', 'GeneratorUI', 'refresh_models', 'apply_defaults', 'values',
+           'wait']
 
 # %% ../nbs/15_ui.ipynb #ad93b604
 CHECKPOINT_SUFFIXES = ('.safetensors', '.pt', '.pth', '.ckpt', '.bin')
@@ -44,15 +45,17 @@ def scan_models(root='models') -> dict:
 # %% ../nbs/15_ui.ipynb #a9e79370
 FILE_OPTIONS = ('model', 'motion_module', 'transformer_checkpoint', 'lora')
 VALUE_OPTIONS = ('negative_prompt', 'sampler', 'steps', 'guidance', 'seed', 'frames', 'fps', 'out', 'device', 'dtype')
+INPAINT_OPTIONS = ('image', 'end_image', 'video', 'mask', 'strength', 'segment_frames', 'overlap')   # empty or 0: not used
 
 def generate_argv(v: dict) -> list[str]:
     "The `easyanimate generate` arguments that ask for the settings `v` (as `GeneratorUI.values()` gives them)."
     opt = lambda name, value: f"--{name.replace('_', '-')}={value}"
-    argv = [opt(k, v[k]) for k in VALUE_OPTIONS]
+    argv = [opt(k, v[k]) for k in VALUE_OPTIONS if not (k == 'frames' and v.get('video'))]   # a video brings its frame count
     if v['frames'] != 1: argv.append(opt('format', v['format']))  # one frame is saved as a PNG image
     if str(v['size']).strip(): argv.append(opt('size', str(v['size']).strip()))
     argv += [opt(k, v[k]) for k in FILE_OPTIONS if v.get(k)]
     if v.get('lora'): argv.append(opt('lora_weight', v['lora_weight']))
+    argv += [opt(k, str(v[k]).strip()) for k in INPAINT_OPTIONS if str(v.get(k) or '').strip() and (k != 'overlap' or v.get('segment_frames'))]
     return ['generate', *argv, '--', v['prompt']]
 
 def command_line(v: dict) -> str:
@@ -64,9 +67,9 @@ def plan_request(v: dict, pipeline=None) -> tuple[dict, argparse.Namespace]:
     "Check settings `v` by `easyanimate generate`'s rules: (the command's plan, its arguments). Raises `EasyAnimateError`."
     args = build_parser('generate').parse_args(generate_argv(v))
     if pipeline is None: return plan_generate(args), args
-    plan = plan_generate(argparse.Namespace(**{**vars(args), 'size': None}))
+    plan = plan_generate(argparse.Namespace(**{**vars(args), 'size': None, **dict.fromkeys(INPAINT_OPTIONS)}))
     plan['height'], plan['width'] = parse_size(args.size) if args.size else (pipeline.native_size, pipeline.native_size)
-    check_request(pipeline.transformer.config, pipeline.vae_scale_factor, plan['height'], plan['width'], plan['frames'])
+    plan['inputs'] = plan_inputs(args, dict(pipeline.transformer.config), pipeline.vae_scale_factor, plan)   # checks size and frames too
     return plan, args
 
 # %% ../nbs/15_ui.ipynb #ade12a9c
@@ -176,11 +179,40 @@ def _layout(self):
     self.models_panel = W.Accordion([models], titles=('models',))
     if self.pipeline is not None: self.models_panel.layout.display = 'none'
     return [self.prompt, self.negative_prompt, _row(self.sampler, self.steps, self.guidance), _row(self.seed, self.random_seed),
-            _row(self.size, self.frames, self.fps, self.format), self.models_panel, self.out,
+            _row(self.size, self.frames, self.fps, self.format), self.models_panel, self._inpaint_panel(), self.out,
             _row(self.generate_button, self.stop_button, self.progress, self.status), self.message, self.command,
             W.VBox([self.media, self.download, self.saved])]
 
 for _f in (_settings_widgets, _model_widgets, _result_widgets, _layout): setattr(GeneratorUI, _f.__name__, _f)
+
+# %% ../nbs/15_ui.ipynb #ff0d9a0a
+def _inpaint_panel(self):
+    self._uploads = Path(tempfile.mkdtemp(prefix='easyanimate-ui-'))
+    upload = lambda name, accept: _field(W.FileUpload, name, accept=accept, multiple=False, layout=W.Layout(width='14em'))
+    self.image, self.end_image = upload('start image', 'image/*'), upload('end image', 'image/*')
+    self.video, self.mask = upload('video', '.mp4,.gif'), upload('mask', 'image/*,.mp4,.gif')
+    self.strength = _field(W.Text, 'strength', placeholder='0.7 without a mask, 1 with', tooltip='how much of the video to redo, in (0, 1]', layout=W.Layout(width='20em'))
+    self.segment_frames = _field(W.IntText, 'segment frames', value=0, tooltip='0: one piece; else a long video in segments of this many frames', layout=W.Layout(width='15em'))
+    self.overlap = _field(W.IntText, 'overlap', value=4, tooltip='frames each segment continues from (cross-faded)', layout=W.Layout(width='15em'))
+    self.clear_inputs = W.Button(description='clear', icon='times', tooltip='forget the uploaded files', layout=W.Layout(width='7em'))
+    self.clear_inputs.on_click(lambda _: [setattr(u, 'value', ()) for u in (self.image, self.end_image, self.video, self.mask)])
+    box = W.VBox([_row(self.image, self.end_image, self.clear_inputs), _row(self.video, self.mask, self.strength), _row(self.segment_frames, self.overlap)])
+    self.inpaint_panel = W.Accordion([box], titles=('image, video and long videos',))
+    return self.inpaint_panel
+
+def _uploaded(self, upload) -> str:
+    "The uploaded file, saved under the form's temporary folder ('' when none)."
+    if not upload.value: return ''
+    f = upload.value[0]
+    path = self._uploads / f"{upload.description.replace(' ', '_')}{Path(f['name']).suffix.lower()}"
+    path.write_bytes(bytes(f['content']))
+    return str(path)
+
+def _inpaint_values(self) -> dict:
+    return dict(**{n: self._uploaded(getattr(self, n)) for n in ('image', 'end_image', 'video', 'mask')},
+                strength=self.strength.value, segment_frames=self.segment_frames.value, overlap=self.overlap.value)
+
+for _f in (_inpaint_panel, _uploaded, _inpaint_values): setattr(GeneratorUI, _f.__name__, _f)
 
 # %% ../nbs/15_ui.ipynb #f3e6914f
 def _options(dropdown, none_label, paths):
@@ -231,7 +263,8 @@ def values(self) -> dict:
     "The form's settings."
     names = ('prompt', 'negative_prompt', 'sampler', 'steps', 'guidance', 'seed', 'size', 'frames', 'fps', 'format', 'out',
              'device', 'dtype', 'motion_module', 'lora', 'lora_weight')
-    return {**{n: getattr(self, n).value for n in names}, 'model': self.base_model.value, 'transformer_checkpoint': self.checkpoint.value}
+    return {**{n: getattr(self, n).value for n in names}, 'model': self.base_model.value, 'transformer_checkpoint': self.checkpoint.value,
+            **self._inpaint_values()}
 
 def _command_line(self) -> str:
     "The `easyanimate generate` command asking for what the form holds."
@@ -302,7 +335,7 @@ def _make(self, plan, args) -> Path:
     with _sampling_with(pipe, plan['sampler']):
         videos = pipe(plan['prompt'], negative_prompt=plan['negative_prompt'], video_length=plan['frames'], height=plan['height'],
                       width=plan['width'], num_inference_steps=plan['steps'], guidance_scale=plan['guidance'], seed=seed,
-                      callback_on_step_end=on_step).videos
+                      callback_on_step_end=on_step, **plan['inputs']).videos
     out = args.out if is_folder_output(args.out) else plan['out']  # a folder: the next free name at saving time
     path = save_video(videos[0], out, fps=plan['fps'], suffix=plan['out'].suffix)
     self.status.value = f"done in {time.time() - start:.0f}s (seed {seed})"
