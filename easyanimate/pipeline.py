@@ -9,13 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
+import diffusers
 from PIL import Image
 from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from .utils import EasyAnimateError
 from .transformer import Transformer3DModel, V1_ADDITIONAL_KWARGS, load_motion_module, load_transformer_checkpoint
-from .samplers import DEFAULT_SAMPLER, get_scheduler, switch_sampler, model_scheduler_config, step_kwargs, check_steps, min_steps
+from .samplers import (DEFAULT_SAMPLER, get_scheduler, switch_sampler, model_scheduler_config, step_kwargs, check_steps, min_steps,
+                                  resolve_sampler, model_schedule, check_scheduler)
 from .lora import merge_lora
 from .inpaint import CLIP_APPLY_RATIO, LONG_VIDEO_OVERLAP, prepare_condition, strength_timesteps, start_latents, generate_long, load_image_encoder
 from .attention import half_is_emulated
@@ -23,18 +25,58 @@ from .attention import half_is_emulated
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'V1_NEGATIVE_PROMPT', 'V1_DEFAULTS', 'MAX_SEQUENCE_LENGTH', 'OUTPUT_TYPES', 'WEIGHT_FILES',
-           'PIPELINE_COMPONENTS', 'DTYPES', 'clean_caption', 'EasyAnimateV1PipelineOutput', 'transformer_geometry',
-           'check_request', 'EasyAnimateV1Pipeline', 'encode_prompt', 'prepare_latents', 'predict_noise',
-           'decode_latents', 'postprocess', 'check_inputs', 'generate', 'enable_vae_slicing', 'disable_vae_slicing',
-           'enable_vae_tiling', 'disable_vae_tiling', 'compile_transformer', 'check_model_dir', 'load_transformer',
-           'from_pretrained', 'merge_lora_into', 'unmerge_lora', 'resolve_dtype', 'resolve_device', 'load_pipeline']
+__all__ = ['logger', 'V1_NEGATIVE_PROMPT', 'V1_DEFAULTS', 'MAX_SEQUENCE_LENGTH', 'GENERATION_DEFAULTS', 'TINY_DEFAULTS',
+           'LEGACY_DEFAULTS_FILE', 'OUTPUT_TYPES', 'WEIGHT_FILES', 'PIPELINE_COMPONENTS', 'DTYPES', 'parse_size',
+           'check_defaults', 'folder_defaults', 'model_defaults', 'clean_caption', 'EasyAnimateV1PipelineOutput',
+           'transformer_geometry', 'check_request', 'EasyAnimateV1Pipeline', 'encode_prompt', 'prepare_latents',
+           'predict_noise', 'decode_latents', 'postprocess', 'check_inputs', 'generate', 'enable_vae_slicing',
+           'disable_vae_slicing', 'enable_vae_tiling', 'disable_vae_tiling', 'compile_transformer',
+           'enable_model_cpu_offload', 'check_model_dir', 'load_transformer', 'from_pretrained', 'merge_lora_into',
+           'unmerge_lora', 'resolve_dtype', 'resolve_device', 'load_pipeline']
 
 # %% ../nbs/08_pipeline.ipynb #42880030
 V1_NEGATIVE_PROMPT = ("Strange motion trajectory, a poor composition and deformed video, worst quality, normal quality, "
                       "low quality, low resolution, duplicate and ugly")
 V1_DEFAULTS = dict(num_inference_steps=30, guidance_scale=7.0, video_length=80, fps=12, seed=42, sampler=DEFAULT_SAMPLER, lora_weight=0.55)
 MAX_SEQUENCE_LENGTH = 120
+GENERATION_DEFAULTS = dict(frames=80, size=None, steps=30, guidance=7.0, sampler=DEFAULT_SAMPLER, negative_prompt=V1_NEGATIVE_PROMPT,
+                           fps=12, seed=42, lora_weight=0.55)
+TINY_DEFAULTS = dict(frames=16, negative_prompt='')   # the tiny random stand-in for a missing demo model
+LEGACY_DEFAULTS_FILE = 'easyanimate_defaults.json'
+
+# %% ../nbs/08_pipeline.ipynb #a2a070ae
+def parse_size(text) -> tuple[int, int]:
+    "'384x672' -> (384, 672) (height, width); '512' -> (512, 512)."
+    parts = str(text).lower().replace('*', 'x').split('x')
+    try:
+        h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else map(int, parts)
+    except ValueError: raise EasyAnimateError(f"size {text!r} is not HEIGHTxWIDTH in pixels, e.g. 512x512 or 384x672") from None
+    if h <= 0 or w <= 0: raise EasyAnimateError(f"size {text!r}: height and width must be positive")
+    return h, w
+
+def check_defaults(defaults, where='defaults') -> dict:
+    "`defaults` as a dict of known generation settings (None: none); raises naming any unknown one."
+    defaults = dict(defaults or {})
+    unknown = sorted(set(defaults) - set(GENERATION_DEFAULTS))
+    if unknown: raise EasyAnimateError(f"{where}: unknown settings {unknown}; allowed are {sorted(GENERATION_DEFAULTS)}")
+    return defaults
+
+def _read_json(path):
+    try: return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e: raise EasyAnimateError(f"{path} is not valid JSON ({e})") from None
+
+def folder_defaults(model_dir) -> dict:
+    "The settings a model folder keeps itself: `defaults` in its model_index.json, over an older folder's easyanimate_defaults.json."
+    folder = Path(model_dir)
+    legacy, index = folder / LEGACY_DEFAULTS_FILE, folder / 'model_index.json'
+    own = check_defaults(_read_json(legacy), legacy) if legacy.is_file() else {}
+    if index.is_file(): own.update(check_defaults(_read_json(index).get('defaults'), f"{index} defaults"))
+    return own
+
+def model_defaults(model_dir) -> dict:
+    "Every generation setting for a model folder: v1's updated by the folder's own (`model_dir=None`: the tiny random stand-in's)."
+    return {**GENERATION_DEFAULTS, **(TINY_DEFAULTS if model_dir is None else folder_defaults(model_dir))}
+
 
 # %% ../nbs/08_pipeline.ipynb #8947e4a4
 _URL = re.compile(r'\b(?:https?://|www\.)\S+', re.IGNORECASE)
@@ -48,8 +90,13 @@ def clean_caption(text: str) -> str:
 # %% ../nbs/08_pipeline.ipynb #763445f4
 @dataclass
 class EasyAnimateV1PipelineOutput(BaseOutput):
-    "`videos`: [B, 3, F, H, W] tensor, [B, F, H, W, 3] array or a list of lists of PIL frames, values in [0, 1]."
+    "`videos` (v1's layout): [B, 3, F, H, W] tensor, [B, F, H, W, 3] array or a list of lists of PIL frames, values in [0, 1]; `frames` gives diffusers' layout."
     videos: torch.Tensor | np.ndarray | list
+
+    @property
+    def frames(self):
+        "The videos in the layout of diffusers' video pipelines: [B, F, 3, H, W] for 'pt' ([B, F, C, h, w] latents), otherwise as `videos`."
+        return self.videos.permute(0, 2, 1, 3, 4) if isinstance(self.videos, torch.Tensor) else self.videos
 
 def transformer_geometry(config) -> dict:
     "Patch size, token-grid block size and the most frames a transformer config accepts (None: unbounded)."
@@ -61,30 +108,34 @@ def transformer_geometry(config) -> dict:
     return dict(patch_size=config.get('patch_size', 2), block_size=block, max_frames=frames)
 
 # %% ../nbs/08_pipeline.ipynb #521c7d1f
-def check_request(transformer_config, vae_scale_factor, height, width, video_length):
-    "Raise `EasyAnimateError` unless height, width and frame count suit this model."
+def check_request(transformer_config, vae_scale_factor, height, width, video_length, names=None):
+    "Raise `EasyAnimateError` unless height, width and frame count suit this model; `names` maps them to the words the user typed (e.g. '--frames')."
+    say = {'height': 'height', 'width': 'width', 'video_length': 'video_length', **(names or {})}
     geo = transformer_geometry(transformer_config)
     multiple = vae_scale_factor * geo['patch_size'] * geo['block_size']
     for name, v in (('height', height), ('width', width)):
         if not isinstance(v, int) or v <= 0 or v % multiple:
             why = f"VAE factor {vae_scale_factor} x patch size {geo['patch_size']}" + (f" x motion-module block {geo['block_size']}" if geo['block_size'] > 1 else '')
-            raise EasyAnimateError(f"{name} {v} is not a positive multiple of {multiple} ({why}); e.g. {max(multiple, round(v / multiple) * multiple) if isinstance(v, int) else 512}")
+            raise EasyAnimateError(f"{say[name]} {v} is not a positive multiple of {multiple} ({why}); e.g. {max(multiple, round(v / multiple) * multiple) if isinstance(v, int) else 512}")
     if not isinstance(video_length, int) or video_length < 1:
-        raise EasyAnimateError(f"video_length must be a whole number of frames >= 1 (1 gives an image); got {video_length}")
+        raise EasyAnimateError(f"{say['video_length']} must be a whole number of frames >= 1 (1 gives an image); got {video_length}")
     if geo['max_frames'] is not None and video_length > geo['max_frames']:
-        raise EasyAnimateError(f"video_length {video_length} is beyond the temporal position encoding of this model ({geo['max_frames']} frames)")
+        raise EasyAnimateError(f"{say['video_length']} {video_length} is beyond the temporal position encoding of this model ({geo['max_frames']} frames)")
 
 # %% ../nbs/08_pipeline.ipynb #348ed1a6
 class EasyAnimateV1Pipeline(DiffusionPipeline):
-    "Text-to-video with EasyAnimate v1: T5 text encoder, video DiT with motion module, SD VAE, any diffusers scheduler."
+    "Text-to-video with EasyAnimate v1: T5 text encoder, video DiT with motion module, SD VAE, any DDPM-type diffusers scheduler."
     model_cpu_offload_seq = 'text_encoder->transformer->vae'
     _callback_tensor_inputs = ['latents', 'prompt_embeds', 'negative_prompt_embeds']
     _optional_components = ['image_encoder', 'image_processor']
 
-    def __init__(self, tokenizer, text_encoder, vae: AutoencoderKL, transformer: Transformer3DModel, scheduler, image_encoder=None, image_processor=None):
+    def __init__(self, tokenizer, text_encoder, vae: AutoencoderKL, transformer: Transformer3DModel, scheduler, image_encoder=None, image_processor=None,
+                 defaults: dict | None = None):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler,
                               image_encoder=image_encoder, image_processor=image_processor)   # the CLIP image encoder of an inpaint model (optional)
+        self.register_to_config(defaults=check_defaults(defaults))
+        self._model_schedule, self._interrupt = model_schedule(scheduler), False
 
     @property
     def vae_scale_factor(self): return 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -92,6 +143,26 @@ class EasyAnimateV1Pipeline(DiffusionPipeline):
     def native_size(self): return self.transformer.config.sample_size * self.vae_scale_factor
     @property
     def max_frames(self): return transformer_geometry(self.transformer.config)['max_frames']
+    @property
+    def generation_defaults(self) -> dict:
+        "Every generation setting: v1's, updated by this model's `defaults`."
+        return {**GENERATION_DEFAULTS, **(self.config.get('defaults') or {})}
+    @property
+    def interrupt(self): return self._interrupt   # a step callback sets `pipe._interrupt = True` to stop, as in diffusers
+    @property
+    def guidance_scale(self): return self._guidance_scale
+    @property
+    def do_classifier_free_guidance(self): return self._guidance_scale > 1
+    @property
+    def num_timesteps(self): return self._num_timesteps
+
+    def set_sampler(self, name):
+        "Sample with `name` (see `easyanimate.samplers`), keeping the model's noise schedule and prediction type; it becomes the default `save_pretrained` keeps."
+        self.scheduler = switch_sampler(self._model_schedule, name)
+        self.register_to_config(defaults={**self.config.defaults, 'sampler': resolve_sampler(name)})
+        return self
+
+setattr(diffusers, EasyAnimateV1Pipeline.__name__, EasyAnimateV1Pipeline)   # where DiffusionPipeline.from_pretrained looks `_class_name` up
 
 # %% ../nbs/08_pipeline.ipynb #987f9c9e
 def _as_list(p, n=None, what='prompt'):
@@ -102,26 +173,33 @@ def _as_list(p, n=None, what='prompt'):
     raise EasyAnimateError(f"{what} must be a string or a non-empty list of strings; got {p!r:.80}")
 
 def _encode(self, texts, device, clean, max_length, what='prompt'):
+    original = texts
     if clean: texts = [clean_caption(t) for t in texts]
     tok = self.tokenizer(texts, padding='max_length', max_length=max_length, truncation=True, add_special_tokens=True, return_tensors='pt')
-    full = self.tokenizer(texts, padding='longest', add_special_tokens=True, return_tensors='pt').input_ids
-    if full.shape[-1] > max_length:
+    full = self.tokenizer(texts, padding='longest', add_special_tokens=True, return_tensors='pt', verbose=False).input_ids
+    if full.shape[-1] > max_length and any(t != V1_NEGATIVE_PROMPT for t in original):
         dropped = [t for t in self.tokenizer.batch_decode(full[:, max_length - 1:-1], skip_special_tokens=True) if t.strip()]
         if dropped: logger.warning(f"{what} truncated to {max_length} tokens; dropped: {dropped}")
     ids, mask = tok.input_ids.to(device), tok.attention_mask.to(device)
     embeds = self.text_encoder(ids, attention_mask=mask)[0]
     return embeds.to(dtype=self.transformer.dtype), mask
 
+def _given(self, embeds, mask, device):
+    mask = torch.ones(embeds.shape[:2], dtype=torch.long) if mask is None else mask
+    return embeds.to(device=device, dtype=self.transformer.dtype), mask.to(device)
+
 @torch.no_grad()
 def encode_prompt(self, prompt, negative_prompt='', do_classifier_free_guidance=True, num_videos_per_prompt=1, device=None,
-                  clean_caption=True, max_sequence_length=MAX_SEQUENCE_LENGTH):
-    "T5 embeddings and masks of the prompts (and negative prompts), each repeated `num_videos_per_prompt` times."
+                  clean_caption=True, max_sequence_length=MAX_SEQUENCE_LENGTH, prompt_embeds=None, negative_prompt_embeds=None,
+                  prompt_attention_mask=None, negative_prompt_attention_mask=None):
+    "T5 embeddings and masks of the prompts (and negative prompts), each repeated `num_videos_per_prompt` times; given embeddings are used as they are."
     device = device or self._execution_device
-    prompts = _as_list(prompt)
-    embeds, mask = _encode(self, prompts, device, clean_caption, max_sequence_length)
+    if prompt_embeds is None: embeds, mask = _encode(self, _as_list(prompt), device, clean_caption, max_sequence_length)
+    else: embeds, mask = _given(self, prompt_embeds, prompt_attention_mask, device)
     rep = lambda t: t.repeat_interleave(num_videos_per_prompt, dim=0)
     if not do_classifier_free_guidance: return rep(embeds), rep(mask), None, None
-    neg_embeds, neg_mask = _encode(self, _as_list(negative_prompt or '', len(prompts), 'negative_prompt'), device, clean_caption, max_sequence_length, 'negative prompt')
+    if negative_prompt_embeds is not None: neg_embeds, neg_mask = _given(self, negative_prompt_embeds, negative_prompt_attention_mask, device)
+    else: neg_embeds, neg_mask = _encode(self, _as_list(negative_prompt or '', len(embeds), 'negative_prompt'), device, clean_caption, mask.shape[1], 'negative prompt')
     return rep(embeds), rep(mask), rep(neg_embeds), rep(neg_mask)
 
 EasyAnimateV1Pipeline._encode, EasyAnimateV1Pipeline.encode_prompt = _encode, encode_prompt
@@ -177,11 +255,32 @@ EasyAnimateV1Pipeline.decode_latents = decode_latents
 # %% ../nbs/08_pipeline.ipynb #96d2a919
 OUTPUT_TYPES = ('pt', 'np', 'pil', 'latent')
 
+def _check_embeds(self, embeds, mask, what, shape=None):
+    width = self.transformer.config.caption_channels
+    if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or embeds.shape[-1] != width:
+        raise EasyAnimateError(f"{what} must be a [batch, tokens, {width}] tensor from the text encoder; got {tuple(getattr(embeds, 'shape', ())) or type(embeds).__name__}")
+    if shape is not None and tuple(embeds.shape) != tuple(shape): raise EasyAnimateError(f"{what} must have shape {tuple(shape)}, that of the prompts; got {tuple(embeds.shape)}")
+    if mask is not None and tuple(mask.shape) != tuple(embeds.shape[:2]):
+        raise EasyAnimateError(f"the attention mask of {what} must have shape {tuple(embeds.shape[:2])}; got {tuple(mask.shape)}")
+
+def _check_text(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, prompt_attention_mask, negative_prompt_attention_mask, max_sequence_length):
+    "The number of prompts; raises unless the text arguments fit together."
+    if prompt is not None and prompt_embeds is not None: raise EasyAnimateError("give prompt or prompt_embeds, not both")
+    if prompt_embeds is None: n, tokens = len(_as_list(prompt)), max_sequence_length
+    else:
+        _check_embeds(self, prompt_embeds, prompt_attention_mask, 'prompt_embeds')
+        n, tokens = prompt_embeds.shape[:2]
+    if negative_prompt_embeds is not None:
+        _check_embeds(self, negative_prompt_embeds, negative_prompt_attention_mask, 'negative_prompt_embeds', (n, tokens, self.transformer.config.caption_channels))
+    elif negative_prompt: _as_list(negative_prompt, n, 'negative_prompt')
+    return n
+
 def check_inputs(self, prompt, negative_prompt, height, width, video_length, num_inference_steps, guidance_scale,
-                 num_videos_per_prompt, output_type, callback_on_step_end_tensor_inputs):
-    prompts = _as_list(prompt)
-    if negative_prompt: _as_list(negative_prompt, len(prompts), 'negative_prompt')
-    check_request(self.transformer.config, self.vae_scale_factor, height, width, video_length)
+                 num_videos_per_prompt, output_type, callback_on_step_end_tensor_inputs, prompt_embeds=None, negative_prompt_embeds=None,
+                 prompt_attention_mask=None, negative_prompt_attention_mask=None, max_sequence_length=MAX_SEQUENCE_LENGTH, names=None):
+    n = _check_text(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, prompt_attention_mask, negative_prompt_attention_mask, max_sequence_length)
+    check_request(self.transformer.config, self.vae_scale_factor, height, width, video_length, names)
+    check_scheduler(self.scheduler, self._model_schedule)
     check_steps(self.scheduler, num_inference_steps)
     if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0 or not math.isfinite(guidance_scale):
         raise EasyAnimateError(f"guidance_scale must be a number >= 0 (1 or less turns guidance off); got {guidance_scale}")
@@ -189,7 +288,7 @@ def check_inputs(self, prompt, negative_prompt, height, width, video_length, num
     if output_type not in OUTPUT_TYPES: raise EasyAnimateError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {output_type!r}")
     bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
     if bad: raise EasyAnimateError(f"callback_on_step_end_tensor_inputs {bad} not available; choose from {self._callback_tensor_inputs}")
-    return len(prompts)
+    return n
 
 EasyAnimateV1Pipeline.check_inputs = check_inputs
 
@@ -198,29 +297,48 @@ def _generator(generator, seed):
     if generator is not None or seed is None: return generator
     return torch.Generator('cpu').manual_seed(int(seed))
 
+def _frame_count(video_length, num_frames, default):
+    if video_length is not None and num_frames is not None and video_length != num_frames:
+        raise EasyAnimateError(f"num_frames {num_frames} and video_length {video_length} are one setting (diffusers' and v1's name for it): give one")
+    return next((v for v in (num_frames, video_length) if v is not None), default)
+
+def _pick(value, default): return default if value is None else value
+
 @torch.no_grad()
-def generate(self, prompt, negative_prompt='', video_length=V1_DEFAULTS['video_length'], height=None, width=None,
-             num_inference_steps=V1_DEFAULTS['num_inference_steps'], guidance_scale=V1_DEFAULTS['guidance_scale'],
-             num_videos_per_prompt=1, generator=None, seed=None, latents=None, eta=0.0, output_type='pt', return_dict=True,
-             callback_on_step_end=None, callback_on_step_end_tensor_inputs=('latents',), clean_caption=True,
-             max_sequence_length=MAX_SEQUENCE_LENGTH, decode_chunk_size=8, image=None, end_image=None, video=None, mask_video=None,
-             strength=1.0, clip_apply_ratio=CLIP_APPLY_RATIO, segment_frames=None, overlap=LONG_VIDEO_OVERLAP):
-    "Generate videos [B, 3, F, H, W] for `prompt` (a string or a list); `video_length=1` makes images. Start/end image, video, mask, strength and long videos: the inpainting chapter."
-    if segment_frames is not None: return generate_long(self, **{k: v for k, v in locals().items() if k != 'self'})
-    height, width = height or self.native_size, width or self.native_size
-    n = self.check_inputs(prompt, negative_prompt, height, width, video_length, num_inference_steps, guidance_scale,
-                          num_videos_per_prompt, output_type, callback_on_step_end_tensor_inputs)
+def generate(self, prompt=None, negative_prompt=None, video_length=None, height=None, width=None, num_inference_steps=None,
+             guidance_scale=None, num_videos_per_prompt=1, generator=None, seed=None, latents=None, eta=0.0, output_type='pt',
+             return_dict=True, callback_on_step_end=None, callback_on_step_end_tensor_inputs=('latents',), clean_caption=True,
+             max_sequence_length=MAX_SEQUENCE_LENGTH, decode_chunk_size=8, num_frames=None, prompt_embeds=None,
+             negative_prompt_embeds=None, prompt_attention_mask=None, negative_prompt_attention_mask=None, image=None, end_image=None,
+             video=None, mask_video=None, strength=1.0, clip_apply_ratio=CLIP_APPLY_RATIO, segment_frames=None, overlap=LONG_VIDEO_OVERLAP):
+    "Generate videos for `prompt` (a string or a list) or `prompt_embeds`; what is left out comes from `generation_defaults`; one frame makes images. Start/end image, video, mask, strength and long videos: the inpainting chapter."
+    d = self.generation_defaults
+    frames = _frame_count(video_length, num_frames, d['frames'])
+    size = parse_size(d['size']) if d['size'] else (self.native_size, self.native_size)
+    height, width = height or size[0], width or size[1]
+    num_inference_steps, guidance_scale = _pick(num_inference_steps, d['steps']), _pick(guidance_scale, d['guidance'])
+    negative_prompt = _pick(negative_prompt, d['negative_prompt'])
+    if segment_frames is not None:
+        settings = {k: v for k, v in locals().items() if k not in ('self', 'd', 'frames', 'size', 'num_frames')}
+        return generate_long(self, **{**settings, 'video_length': frames})
+    n = self.check_inputs(prompt, negative_prompt, height, width, frames, num_inference_steps, guidance_scale, num_videos_per_prompt,
+                          output_type, callback_on_step_end_tensor_inputs, prompt_embeds, negative_prompt_embeds, prompt_attention_mask,
+                          negative_prompt_attention_mask, max_sequence_length, names={'video_length': 'num_frames' if num_frames is not None else 'video_length'})
     device, cfg, generator = self._execution_device, guidance_scale > 1, _generator(generator, seed)
-    cond = prepare_condition(self, n * num_videos_per_prompt, video_length, height, width, image, end_image, video, mask_video, strength, clip_apply_ratio)
-    embeds, mask, neg_embeds, neg_mask = self.encode_prompt(prompt, negative_prompt, cfg, num_videos_per_prompt, device,
-                                                            clean_caption, max_sequence_length)
+    self._guidance_scale, self._interrupt = guidance_scale, False
+    cond = prepare_condition(self, n * num_videos_per_prompt, frames, height, width, image, end_image, video, mask_video, strength, clip_apply_ratio)
+    embeds, mask, neg_embeds, neg_mask = self.encode_prompt(prompt, negative_prompt, cfg, num_videos_per_prompt, device, clean_caption,
+                                                            max_sequence_length, prompt_embeds, negative_prompt_embeds,
+                                                            prompt_attention_mask, negative_prompt_attention_mask)
     context, context_mask = (torch.cat([neg_embeds, embeds]), torch.cat([neg_mask, mask])) if cfg else (embeds, mask)
     self.scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps = self.scheduler.timesteps if strength == 1 else strength_timesteps(self.scheduler, num_inference_steps, strength)
-    latents = start_latents(self.scheduler, cond, self.prepare_latents(n * num_videos_per_prompt, video_length, height, width, embeds.dtype, device, generator, latents), timesteps)
+    self._num_timesteps = len(timesteps)
+    latents = start_latents(self.scheduler, cond, self.prepare_latents(n * num_videos_per_prompt, frames, height, width, embeds.dtype, device, generator, latents), timesteps)
     added = self._added_cond(height, width, context.shape[0], device, embeds.dtype)
     extra = step_kwargs(self.scheduler, generator, eta)
     for i, t in enumerate(self.progress_bar(timesteps)):
+        if self.interrupt: break
         noise = self.predict_noise(latents, t, context, context_mask, guidance_scale, added, **cond.model_kwargs(i, len(timesteps), cfg))
         latents = self.scheduler.step(noise, t, latents.float(), **extra).prev_sample.to(embeds.dtype)
         if callback_on_step_end is not None:
@@ -244,7 +362,15 @@ def compile_transformer(self, **kwargs):
     self.transformer.compile(**kwargs)
     return self
 
-for _f in (enable_vae_slicing, disable_vae_slicing, enable_vae_tiling, disable_vae_tiling, compile_transformer): setattr(EasyAnimateV1Pipeline, _f.__name__, _f)
+def enable_model_cpu_offload(self, gpu_id=None, device=None):
+    "diffusers' model CPU offload; without an accelerator (or with device='cpu') a warning and nothing else, since the models already run on the CPU."
+    acc = torch.accelerator.current_accelerator() if hasattr(torch, 'accelerator') else (torch.device('cuda') if torch.cuda.is_available() else None)
+    if acc is None or torch.device(device or acc).type == 'cpu':
+        logger.warning("model CPU offload moves each model to an accelerator only while it runs; with none to move to, everything stays on the CPU")
+        return
+    DiffusionPipeline.enable_model_cpu_offload(self, gpu_id=gpu_id, device=device)
+
+for _f in (enable_model_cpu_offload, enable_vae_slicing, disable_vae_slicing, enable_vae_tiling, disable_vae_tiling, compile_transformer): setattr(EasyAnimateV1Pipeline, _f.__name__, _f)
 
 # %% ../nbs/08_pipeline.ipynb #5bf85800
 WEIGHT_FILES = {'transformer': ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.bin'),
@@ -286,7 +412,7 @@ def check_model_dir(folder) -> dict:
     kind = tcfg.get('_class_name')
     if kind not in ('Transformer2DModel', 'PixArtTransformer2DModel', 'Transformer3DModel'):
         raise EasyAnimateError(f"{folder}/transformer holds a {kind}, not a PixArt or EasyAnimate transformer")
-    return dict(index=index, transformer_config=tcfg, is_video=kind == 'Transformer3DModel')
+    return dict(index=index, transformer_config=tcfg, is_video=kind == 'Transformer3DModel', class_name=index.get('_class_name'))
 
 # %% ../nbs/08_pipeline.ipynb #2d3df4bf
 def _wrap_load_errors(what, fn, *args, **kwargs):
@@ -305,6 +431,9 @@ def load_transformer(model_dir, motion_module=None, transformer_checkpoint=None,
         model = _wrap_load_errors(folder / 'transformer', Transformer3DModel.from_pretrained, folder, subfolder='transformer', local_files_only=True)
     else:
         model = Transformer3DModel.from_pretrained_2d(folder, subfolder='transformer', transformer_additional_kwargs=additional_kwargs or V1_ADDITIONAL_KWARGS)
+        if not motion_module and not transformer_checkpoint:
+            logger.warning(f"{folder} is a 2D PixArt folder and no motion module was given: its video transformer gets an untrained motion module, "
+                           "which leaves every frame as it is (no motion); give v1's motion module file (easyanimate_v1_mm.safetensors)")
     if transformer_checkpoint: load_transformer_checkpoint(model, transformer_checkpoint)
     if motion_module: load_motion_module(model, motion_module)
     return model.to(torch_dtype) if torch_dtype is not None and model.dtype != torch_dtype else model
@@ -314,19 +443,23 @@ from diffusers.pipelines import pipeline_utils as _pu
 _DTYPE_ARG = 'dtype' if hasattr(_pu, '_resolve_dtype') else 'torch_dtype'   # diffusers renamed torch_dtype to dtype
 
 def from_pretrained(cls, pretrained_model_name_or_path, motion_module=None, transformer_checkpoint=None, lora=None,
-                    lora_weight=V1_DEFAULTS['lora_weight'], sampler=None, torch_dtype=None, **kwargs):
-    "Load a pipeline folder (PixArt or ours) plus optional motion module, personalized DiT and LoRA (merged with `lora_weight`)."
+                    lora_weight=None, sampler=None, torch_dtype=None, **kwargs):
+    "Load a pipeline folder (PixArt or ours) plus optional motion module, personalized DiT and LoRA (merged with `lora_weight`, default the folder's)."
     folder = Path(pretrained_model_name_or_path)
     if 'transformer' not in kwargs:
         kwargs['transformer'] = load_transformer(folder, motion_module, transformer_checkpoint, torch_dtype=torch_dtype)
     else: check_model_dir(folder)
     if kwargs['transformer'].clip_projection is not None and 'image_encoder' not in kwargs and 'image_encoder' not in check_model_dir(folder)['index']:
         kwargs['image_encoder'], kwargs['image_processor'] = load_image_encoder(folder)   # a V3-style folder: image_encoder/ beside the rest
-    if sampler is not None: kwargs['scheduler'] = switch_sampler(model_scheduler_config(folder), sampler)
+    defaults = folder_defaults(folder)
+    if sampler is not None:
+        kwargs['scheduler'] = switch_sampler(model_scheduler_config(folder), sampler)
+        defaults['sampler'] = resolve_sampler(sampler)
+    kwargs.setdefault('defaults', defaults)
     kwargs.setdefault('local_files_only', True)
     kwargs[_DTYPE_ARG] = torch_dtype
     pipe = _wrap_load_errors(folder, DiffusionPipeline.from_pretrained.__func__, cls, folder, **kwargs)
-    if lora: pipe.merge_lora(lora, lora_weight)
+    if lora: pipe.merge_lora(lora, _pick(lora_weight, pipe.generation_defaults['lora_weight']))
     return pipe
 
 EasyAnimateV1Pipeline.from_pretrained = classmethod(from_pretrained)
@@ -366,16 +499,25 @@ def resolve_device(device=None) -> str:
     raise EasyAnimateError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
 
 # %% ../nbs/08_pipeline.ipynb #81259aad
-def load_pipeline(model_dir, motion_module=None, transformer_checkpoint=None, lora=None, lora_weight=V1_DEFAULTS['lora_weight'],
-                  sampler=DEFAULT_SAMPLER, dtype='auto', device='auto', cpu_offload=False) -> EasyAnimateV1Pipeline:
-    "Load a pipeline folder with v1's extras, choose sampler, dtype and device (optionally model CPU offload)."
+def _quietly(fn, *args, **kwargs):
+    "Run `fn` with diffusers' logging at errors only (its fp16-on-CPU warnings do not apply to this package)."
+    from diffusers.utils import logging as dlog
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    try: return fn(*args, **kwargs)
+    finally: dlog.set_verbosity(level)
+
+def load_pipeline(model_dir, motion_module=None, transformer_checkpoint=None, lora=None, lora_weight=None,
+                  sampler=None, dtype='auto', device='auto', cpu_offload=False) -> EasyAnimateV1Pipeline:
+    "Load a pipeline folder with v1's extras, choose sampler (default: the folder's), dtype and device (optionally model CPU offload)."
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     if half_is_emulated(torch_dtype, device):
         logger.warning(f"{torch_dtype} on this CPU ({torch.backends.cpu.get_cpu_capability()}, no bf16/fp16 instructions) is emulated and several times slower than fp32; fp32 is the fast choice here")
-    pipe = EasyAnimateV1Pipeline.from_pretrained(model_dir, motion_module=motion_module, transformer_checkpoint=transformer_checkpoint,
-                                               sampler=sampler, torch_dtype=torch_dtype)
-    if lora: pipe.merge_lora(lora, lora_weight, backup=False)
+    d = model_defaults(model_dir)
+    pipe = _quietly(EasyAnimateV1Pipeline.from_pretrained, model_dir, motion_module=motion_module, transformer_checkpoint=transformer_checkpoint,
+                    sampler=_pick(sampler, d['sampler']), torch_dtype=torch_dtype)
+    if lora: pipe.merge_lora(lora, _pick(lora_weight, d['lora_weight']), backup=False)
     if cpu_offload and device != 'cpu': pipe.enable_model_cpu_offload(device=device)
-    else: pipe.to(device)
+    else: _quietly(pipe.to, device)
     return pipe

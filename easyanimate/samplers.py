@@ -12,8 +12,8 @@ from .utils import EasyAnimateError
 
 # %% auto #0
 __all__ = ['V1_SCHEDULER_KWARGS', 'SAMPLERS', 'DEFAULT_SAMPLER', 'MODEL_SCHEDULER_KEYS', 'sampler_names', 'resolve_sampler',
-           'get_scheduler', 'scheduler_sampler_name', 'switch_sampler', 'model_scheduler_config', 'step_kwargs',
-           'min_steps', 'check_steps']
+           'get_scheduler', 'scheduler_sampler_name', 'switch_sampler', 'model_scheduler_config', 'model_schedule',
+           'check_scheduler', 'step_kwargs', 'min_steps', 'check_steps']
 
 # %% ../nbs/06_samplers.ipynb #bb323385
 V1_SCHEDULER_KWARGS = dict(beta_start=0.0001, beta_end=0.02, beta_schedule='linear', steps_offset=1)
@@ -69,6 +69,27 @@ def model_scheduler_config(folder) -> dict:
     "The scheduler config of pipeline folder `folder` (empty when it has none)."
     config = Path(folder) / 'scheduler' / 'scheduler_config.json'
     return json.loads(config.read_text()) if config.is_file() else {}
+
+# %% ../nbs/06_samplers.ipynb #536898bb
+def model_schedule(scheduler) -> dict:
+    "What a model defines in `scheduler` (or a scheduler config dict): its noise schedule and prediction type."
+    config = getattr(scheduler, 'config', scheduler)
+    return {k: config[k] for k in MODEL_SCHEDULER_KEYS if k in config}
+
+def check_scheduler(scheduler, schedule: dict):
+    "Raise `EasyAnimateError` unless `scheduler` samples the model `schedule` describes: same noise schedule and prediction type, not flow matching, latents not clipped."
+    name = scheduler_sampler_name(scheduler) or type(scheduler).__name__
+    config = scheduler.config
+    how = f"choose a sampler with pipe.set_sampler(name) ({', '.join(SAMPLERS)}), which keeps the model's settings"
+    if 'beta_schedule' not in config or config.get('use_flow_sigmas') or not hasattr(scheduler, 'init_noise_sigma'):
+        raise EasyAnimateError(f"{name} is a flow-matching scheduler; this model was trained with a DDPM noise schedule: {how}")
+    wrong = {k: v for k, v in schedule.items() if config.get(k) != v}
+    if wrong:
+        got = ', '.join(f"{k}={config.get(k)!r}" for k in wrong)
+        raise EasyAnimateError(f"the {name} scheduler has {got}, but this model needs {', '.join(f'{k}={v!r}' for k, v in wrong.items())}: {how}")
+    if config.get('clip_sample'):
+        raise EasyAnimateError(f"the {name} scheduler has clip_sample=True, which clips the predicted latents to [-1, 1] (they reach about ±3): set clip_sample=False, or {how}")
+
 
 # %% ../nbs/06_samplers.ipynb #162049ad
 def step_kwargs(scheduler, generator=None, eta=0.0) -> dict:

@@ -91,11 +91,11 @@ def tiny_transformer(seed=0, additional_kwargs=None, **overrides) -> Transformer
 
 # %% ../nbs/04_tiny.ipynb #4448e943
 def tiny_pipeline(seed=0, sampler=DEFAULT_SAMPLER, words=DEFAULT_WORDS):
-    "An `EasyAnimateV1Pipeline` of tiny random components (reproducible from `seed`)."
-    from easyanimate.pipeline import EasyAnimateV1Pipeline
+    "An `EasyAnimateV1Pipeline` of tiny random components (reproducible from `seed`), with the command line's defaults for it (16 frames, no negative prompt)."
+    from easyanimate.pipeline import EasyAnimateV1Pipeline, TINY_DEFAULTS
     tok = tiny_tokenizer(words)
     return EasyAnimateV1Pipeline(tokenizer=tok, text_encoder=tiny_text_encoder(len(tok), seed=seed), vae=tiny_vae(seed),
-                               transformer=tiny_transformer(seed), scheduler=get_scheduler(sampler))
+                               transformer=tiny_transformer(seed), scheduler=get_scheduler(sampler), defaults=TINY_DEFAULTS)
 
 # %% ../nbs/04_tiny.ipynb #4ef71b6f
 PIXART_MODEL_INDEX = {'_class_name': 'PixArtAlphaPipeline', '_diffusers_version': '0.22.0.dev0',
