@@ -4,15 +4,15 @@
 
 # %% ../nbs/09_cli.ipynb #388584ad
 from __future__ import annotations
-import argparse, importlib, json, logging, math, random, sys
+import argparse, contextlib, importlib, json, logging, math, random, sys
 from pathlib import Path
 import easyanimate
 from .utils import EasyAnimateError
 
 # %% auto #0
-__all__ = ['DEMO_NOTICE', 'DEFAULTS_FILE', 'V1_CLI_DEFAULTS', 'TINY_DEFAULTS', 'LAZY_COMMANDS', 'demo_model_path',
-           'model_defaults', 'parse_size', 'Parser', 'build_parser', 'plan_generate', 'load_for_plan', 'cmd_generate',
-           'header_shapes', 'describe_model_dir', 'classify_checkpoint', 'describe_checkpoint', 'cmd_info', 'main']
+__all__ = ['DEMO_NOTICE', 'LAZY_COMMANDS', 'RELEASE_PARTS', 'demo_model_path', 'Parser', 'build_parser', 'plan_generate',
+           'load_for_plan', 'cmd_generate', 'header_shapes', 'describe_model_dir', 'classify_checkpoint',
+           'describe_checkpoint', 'release_root', 'describe_release', 'cmd_info', 'quiet_libraries', 'main']
 
 # %% ../nbs/09_cli.ipynb #45ce293b
 DEMO_NOTICE = "bundled demo model not found; using a tiny RANDOM pipeline — output is noise"
@@ -23,32 +23,7 @@ def demo_model_path() -> Path | None:
     return path if (path / 'model_index.json').is_file() else None
 
 # %% ../nbs/09_cli.ipynb #505ea06a
-DEFAULTS_FILE = 'easyanimate_defaults.json'
-V1_CLI_DEFAULTS = dict(frames=80, size=None, steps=30, guidance=7.0, sampler='Euler A', fps=12, seed=42, lora_weight=0.55)
-TINY_DEFAULTS = dict(frames=16, negative_prompt='')
-
-def model_defaults(model_dir) -> dict:
-    "Generation defaults for a model: v1's, updated by the folder's `easyanimate_defaults.json`."
-    from easyanimate.pipeline import V1_NEGATIVE_PROMPT
-    d = dict(V1_CLI_DEFAULTS, negative_prompt=V1_NEGATIVE_PROMPT)
-    if model_dir is None: return {**d, **TINY_DEFAULTS}
-    f = Path(model_dir) / DEFAULTS_FILE
-    if not f.is_file(): return d
-    try: extra = json.loads(f.read_text())
-    except json.JSONDecodeError as e: raise EasyAnimateError(f"{f} is not valid JSON ({e})") from None
-    unknown = sorted(set(extra) - set(d))
-    if unknown: raise EasyAnimateError(f"{f}: unknown settings {unknown}; allowed are {sorted(d)}")
-    return {**d, **extra}
-
-# %% ../nbs/09_cli.ipynb #0175f0b9
-def parse_size(text) -> tuple[int, int]:
-    "'384x672' -> (384, 672) (height, width); '512' -> (512, 512)."
-    parts = str(text).lower().replace('*', 'x').split('x')
-    try:
-        h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else map(int, parts)
-    except ValueError: raise EasyAnimateError(f"size {text!r} is not HEIGHTxWIDTH in pixels, e.g. 512x512 or 384x672") from None
-    if h <= 0 or w <= 0: raise EasyAnimateError(f"size {text!r}: height and width must be positive")
-    return h, w
+from .pipeline import GENERATION_DEFAULTS, TINY_DEFAULTS, model_defaults, parse_size
 
 # %% ../nbs/09_cli.ipynb #6180ab4b
 class Parser(argparse.ArgumentParser):
@@ -257,14 +232,15 @@ def header_shapes(path) -> dict:
 # %% ../nbs/09_cli.ipynb #85417617
 def _component_line(folder, name, cls, info):
     d, cfg = Path(folder) / name, {}
-    if (d / 'config.json').is_file(): cfg = json.loads((d / 'config.json').read_text())
+    for f in ('config.json', 'scheduler_config.json'):
+        if (d / f).is_file(): cfg = json.loads((d / f).read_text())
     if name == 'transformer':
         c = info['transformer_config']
         what = f"{c.get('num_layers')} layers, width {c.get('num_attention_heads', 0) * c.get('attention_head_dim', 0)}, patch {c.get('patch_size')}, caption {c.get('caption_channels')}"
-        what += (f"; video, {c.get('basic_block_type')} {c.get('motion_module_type', '')}".rstrip() if info['is_video'] else "; 2D PixArt: a v1 motion module is added on load")
+        what += (f"; video, {c.get('basic_block_type')} {c.get('motion_module_type', '')}".rstrip() if info['is_video'] else "; 2D PixArt, no motion module: give --motion-module (without one the frames do not move)")
     elif name == 'vae': what = f"{cfg.get('latent_channels')} latent channels, {2 ** (len(cfg.get('block_out_channels', [])) - 1)}x down, scaling {cfg.get('scaling_factor')}"
     elif name == 'text_encoder': what = f"{cfg.get('model_type', '?')}, width {cfg.get('d_model', cfg.get('hidden_size'))}, {cfg.get('num_layers', cfg.get('num_hidden_layers'))} layers"
-    elif name == 'scheduler': what = "sampling uses the --sampler choice"
+    elif name == 'scheduler': what = f"{cfg.get('prediction_type', 'epsilon')} prediction; samples with the folder's default sampler or --sampler"
     else: what = ', '.join(sorted(f.name for f in d.iterdir()))[:60]
     return f"  {name:<13} {cls:<28} {what} [{_bytes(_disk(d))}]"
 
@@ -274,8 +250,9 @@ def _weight_headers(folder):
 # %% ../nbs/09_cli.ipynb #11ab7f77
 def describe_model_dir(path, load=False) -> list[str]:
     "Lines describing a pipeline folder; raises `EasyAnimateError` (after printing what it found) when it is not loadable."
-    from easyanimate.pipeline import PIPELINE_COMPONENTS, check_model_dir, transformer_geometry
+    from easyanimate.pipeline import PIPELINE_COMPONENTS, check_model_dir, folder_defaults, transformer_geometry
     from easyanimate.transformer import V1_ADDITIONAL_KWARGS
+    if (release := release_root(path)) is not None: return describe_release(release)
     print(f"model folder {path}")
     present = sorted(p.name + ('/' if p.is_dir() else '') for p in Path(path).iterdir()) if Path(path).is_dir() else []
     try: info = check_model_dir(path)
@@ -286,6 +263,11 @@ def describe_model_dir(path, load=False) -> list[str]:
     cfg, factor, native = _model_geometry(path)
     frames = transformer_geometry(cfg)['max_frames']
     print(f"  native size {native}x{native} px; frames 1 to {frames or 'any'}; total {_bytes(_disk(path))}")
+    own = {k: v for k, v in model_defaults(path).items() if k in folder_defaults(path)}
+    print(f"  defaults: {', '.join(f'{k} {v!r}' for k, v in own.items()) if own else 'none of its own (v1 defaults)'}")
+    if info['class_name'] == 'EasyAnimatePipeline':
+        print("  note: saved under the old class name EasyAnimatePipeline, which diffusers now uses for another pipeline; "
+              "this package loads it, plain DiffusionPipeline.from_pretrained does not (save it again to update the name)")
     _weight_headers(path)
     if load:
         from easyanimate.pipeline import load_pipeline
@@ -321,9 +303,35 @@ def describe_checkpoint(path) -> None:
               f"{'v1 format' if any(k.startswith('lora_') for k in downs) else 'peft format'}")
     else: raise EasyAnimateError(f"{path} is not a motion module, transformer checkpoint or LoRA (e.g. keys {', '.join(list(shapes)[:3])})")
 
+# %% ../nbs/09_cli.ipynb #039514ea
+RELEASE_PARTS = ('Diffusion_Transformer', 'Motion_Module', 'Personalized_Model')
+
+def release_root(path) -> Path | None:
+    "The `models/` folder of a v1 release at `path` (that folder or the one holding it), or None."
+    for p in (Path(path), Path(path) / 'models'):
+        if not (p / 'model_index.json').is_file() and any((p / part).is_dir() for part in RELEASE_PARTS): return p
+    return None
+
+def describe_release(root) -> None:
+    "Print what a v1 release's `models/` folder holds and the command line that uses it."
+    print(f"v1 release {root}")
+    models = sorted(d for d in (root / 'Diffusion_Transformer').glob('*') if (d / 'model_index.json').is_file())
+    files = {part: sorted((root / part).glob('*.safetensors')) for part in RELEASE_PARTS[1:]}
+    for d in models: print(f"  base model          {d.relative_to(root)} [{_bytes(_disk(d))}]  (easyanimate info {d} for its parts)")
+    kinds = {}
+    for f in files['Motion_Module'] + files['Personalized_Model']:
+        kinds[f] = classify_checkpoint(header_shapes(f))
+        print(f"  {kinds[f]:<19} {f.relative_to(root)} [{_bytes(f.stat().st_size)}]")
+    if not models: raise EasyAnimateError(f"{root}: no base model folder (with a model_index.json) under Diffusion_Transformer/")
+    pick = lambda kind: next((f for f, k in kinds.items() if k == kind), None)
+    cmd = ['easyanimate generate "PROMPT"', f"--model {models[0]}"]
+    for flag, kind in (('--motion-module', 'motion module'), ('--transformer-checkpoint', 'transformer checkpoint'), ('--lora', 'LoRA')):
+        if (f := pick(kind)) is not None: cmd.append(f"{flag} {f}")
+    print("use it with:\n  " + ' '.join(cmd))
+
 # %% ../nbs/09_cli.ipynb #9ebf7eb0
 def cmd_info(args) -> int:
-    "Describe a model folder or checkpoint file; exit status 2 when it is not loadable."
+    "Describe a model folder, a v1 release's models/ folder or a checkpoint file; exit status 2 when it is not loadable."
     path = Path(args.path)
     if path.is_dir(): describe_model_dir(path, args.load)
     elif path.is_file(): describe_checkpoint(path)
@@ -331,19 +339,32 @@ def cmd_info(args) -> int:
     return 0
 
 # %% ../nbs/09_cli.ipynb #295a99cc
-def _quiet_libraries():
+@contextlib.contextmanager
+def quiet_libraries():
+    "Within: diffusers/transformers log errors only, without loading bars, and our warnings print as 'easyanimate: ...'; afterwards all as it was."
     import diffusers, transformers
-    diffusers.utils.logging.set_verbosity_error(); diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error(); transformers.utils.logging.disable_progress_bar()
-    logging.basicConfig(format='easyanimate: %(message)s', level=logging.WARNING)
+    libs = [lib.utils.logging for lib in (diffusers, transformers)]
+    levels, bars = [l.get_verbosity() for l in libs], [l.is_progress_bar_enabled() for l in libs]
+    ours = logging.getLogger('easyanimate')
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter('easyanimate: %(message)s'))
+    saved = ours.level, ours.propagate
+    for l in libs: l.set_verbosity_error(); l.disable_progress_bar()
+    ours.addHandler(handler); ours.setLevel(logging.WARNING); ours.propagate = False
+    try: yield
+    finally:
+        ours.removeHandler(handler); ours.setLevel(saved[0]); ours.propagate = saved[1]
+        for l, level, bar in zip(libs, levels, bars):
+            l.set_verbosity(level)
+            if bar: l.enable_progress_bar()
 
 def main(argv=None) -> int:
     "Run the `easyanimate` command line; returns the exit status."
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser(argv[0] if argv else None).parse_args(argv)
-        if args.command in ('generate', 'info'): _quiet_libraries()
-        return args.func(args) or 0
+        if args.command not in ('generate', 'info'): return args.func(args) or 0
+        with quiet_libraries(): return args.func(args) or 0
     except EasyAnimateError as e:
         print(f"easyanimate: error: {e}", file=sys.stderr)
         return 2

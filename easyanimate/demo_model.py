@@ -171,11 +171,10 @@ def assemble_demo_model(base, dest, transformer_checkpoint, motion_module=None, 
     if motion_module is not None: load_motion_module(transformer, motion_module)
     pipe = EasyAnimateV1Pipeline(tokenizer=AutoTokenizer.from_pretrained(base / 'tokenizer'), text_encoder=T5EncoderModel.from_pretrained(base / 'text_encoder'),
                                vae=AutoencoderKL.from_pretrained(base / 'vae'), transformer=transformer.eval(),
-                               scheduler=switch_sampler(model_scheduler_config(base), defaults['sampler']))
+                               scheduler=switch_sampler(model_scheduler_config(base), defaults['sampler']), defaults=defaults)
     tmp = dest.with_name(dest.name + '.tmp')
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
-    (tmp / 'easyanimate_defaults.json').write_text(json.dumps(defaults, indent=2) + '\n')
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
@@ -316,11 +315,11 @@ def plot_training_record(record):
 # %% ../nbs/13_demo_model.ipynb #7f21bb48
 def demo_pipeline(path=None, device='cpu'):
     "The bundled demo model (or the pipeline folder `path`) as an `EasyAnimateV1Pipeline` with its default sampler."
-    from easyanimate.cli import demo_model_path, model_defaults
+    from easyanimate.cli import demo_model_path
     from easyanimate.pipeline import load_pipeline
     path = path or demo_model_path()
     if path is None: raise EasyAnimateError("the bundled demo model is not installed (no easyanimate/demo_model/model_index.json); train it with scripts/train_demo.sh")
-    pipe = load_pipeline(path, sampler=model_defaults(path)['sampler'], dtype='fp32', device=device)
+    pipe = load_pipeline(path, dtype='fp32', device=device)   # the folder's default sampler
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -262,7 +262,8 @@ def widen_pipeline(pipe, image_encoder=None, image_processor=None):
     if (image_encoder is None) != (image_processor is None): raise EasyAnimateError("give the CLIP image encoder together with its image processor")
     dim = image_encoder.config.projection_dim if image_encoder is not None else None
     new = EasyAnimateV1Pipeline(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae, scheduler=type(pipe.scheduler).from_config(pipe.scheduler.config),
-                                transformer=widen_transformer(pipe.transformer, dim), image_encoder=image_encoder, image_processor=image_processor)
+                                transformer=widen_transformer(pipe.transformer, dim), image_encoder=image_encoder, image_processor=image_processor,
+                                defaults=pipe.config.get('defaults'))
     return new.to(pipe.device)
 
 def tiny_inpaint_pipeline(seed=0):
@@ -349,7 +350,8 @@ def plan_inputs(args, transformer_config, vae_scale_factor, plan) -> dict:
     segments = args.segment_frames is not None and args.segment_frames < plan['frames']
     if segments and plan['num_videos'] != 1: raise EasyAnimateError('long videos are made one at a time: leave out --num-videos')
     if args.segment_frames is not None: segment_lengths(plan['frames'], args.segment_frames, LONG_VIDEO_OVERLAP if args.overlap is None else args.overlap)
-    check_request(transformer_config, vae_scale_factor, plan['height'], plan['width'], args.segment_frames if segments else plan['frames'])
+    check_request(transformer_config, vae_scale_factor, plan['height'], plan['width'], args.segment_frames if segments else plan['frames'],
+                  names=dict(height='--size height', width='--size width', video_length='--segment-frames' if segments else '--frames'))
     wanted = [f for f, on in (('--image', args.image), ('--mask', args.mask), ('--segment-frames', segments)) if on]
     if wanted and transformer_config.get('in_channels') != INPAINT_CHANNELS:
         raise EasyAnimateError(f"{wanted[0]} needs an inpaint model ({INPAINT_CHANNELS} input channels); {plan['model'] or 'the random fallback'} is text-to-video only "

@@ -289,7 +289,7 @@ def load_motion_module(model, path_or_state_dict):
     foreign = [k for k in sd if not is_motion_module_key(k)]
     if foreign or not sd:
         raise EasyAnimateError(f"{source} is not a motion-module file: {len(foreign)} of {len(sd)} keys are outside `attn_temporal` (e.g. {', '.join(foreign[:3])}); "
-                               "a full transformer checkpoint loads with load_transformer_checkpoint")
+                               "it looks like a full transformer checkpoint (a personalized model), not a motion module")
     return checked_load(model, sd, mm_keys, {k for k in mm_keys if is_position_table(k)}, source)
 
 def load_transformer_checkpoint(model, path):
@@ -297,7 +297,7 @@ def load_transformer_checkpoint(model, path):
     sd, source = as_state_dict(path)
     sd, keys = pad_input_channels(sd, model.config.in_channels), list(model.state_dict())
     if sd and all(is_motion_module_key(k) for k in sd):
-        raise EasyAnimateError(f"{source} holds only motion-module tensors (e.g. {next(iter(sd))}); load it with load_motion_module")
+        raise EasyAnimateError(f"{source} holds only motion-module tensors (e.g. {next(iter(sd))}): it is a motion-module file, not a full transformer checkpoint")
     has_mm = any(is_motion_module_key(k) for k in sd)
     optional = {k for k in keys if is_position_table(k) or (is_motion_module_key(k) and not has_mm) or is_image_projection_key(k)}
     return checked_load(model, sd, keys, optional, source)

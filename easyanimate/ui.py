@@ -242,13 +242,13 @@ def _on_base_model(self, *_):
     if not self._refreshing and self.base_model.value != self._defaults_for: self.apply_defaults()
 
 def _defaults_source(self):
-    if self.pipeline is None: return self.base_model.value or demo_model_path()
-    folder = getattr(self.pipeline, 'name_or_path', None)
-    return folder if folder and Path(folder).is_dir() else None
+    "The chosen model folder's generation settings, or those the given pipeline carries."
+    if self.pipeline is None: return model_defaults(self.base_model.value or demo_model_path())
+    return self.pipeline.generation_defaults
 
 def apply_defaults(self, *_):
     "Set the generation settings to the defaults of the chosen model."
-    try: d = model_defaults(self._defaults_source())
+    try: d = self._defaults_source()
     except EasyAnimateError as e: return self._say(str(e), 'error')
     own = scheduler_sampler_name(self.pipeline.scheduler) if self.pipeline is not None else None
     self.sampler.value = own or resolve_sampler(d['sampler'])

@@ -54,3 +54,23 @@ def test_small_evaluation_follows_colour_and_direction(pipe):
 def test_cli_generate_uses_the_demo_model(tmp_path, capsys):
     assert main(['generate', 'a small yellow circle moving left', '--out', str(tmp_path / 'clip.gif'), '--steps', '8', '--quiet']) == 0
     assert (tmp_path / 'clip.gif').is_file() and 'RANDOM' not in capsys.readouterr().err
+
+
+def test_the_diffusers_way_gives_the_same_video(pipe, tmp_path):
+    # a diffusers user: `import easyanimate`, then DiffusionPipeline.from_pretrained and pipe(prompt) with nothing else;
+    # the folder's defaults (model_index.json) fill the rest, as for load_pipeline and the command line
+    import easyanimate  # noqa: F401  (registers EasyAnimateV1Pipeline with diffusers)
+    from diffusers import DiffusionPipeline
+    from easyanimate.pipeline import EasyAnimateV1Pipeline
+    generic = DiffusionPipeline.from_pretrained(MODEL)
+    assert type(generic) is EasyAnimateV1Pipeline and type(generic.scheduler) is type(pipe.scheduler)
+    assert generic.scheduler.config.prediction_type == 'v_prediction'
+    generic.set_progress_bar_config(disable=True)
+    prompt, d = 'a small red square moving up', model_defaults(MODEL)
+    out = generic(prompt, seed=42, num_inference_steps=6)
+    assert tuple(out.frames.shape) == (1, d['frames'], 3, 64, 64)
+    cli_call = pipe(prompt, negative_prompt=d['negative_prompt'], video_length=d['frames'], guidance_scale=d['guidance'],
+                    num_inference_steps=6, seed=42).videos   # what `easyanimate generate` asks for
+    assert torch.allclose(out.videos, cli_call, atol=1e-5)
+    generic.save_pretrained(tmp_path / 'saved')
+    assert model_defaults(tmp_path / 'saved') == d
