@@ -19,7 +19,7 @@ from .transformer import Transformer3DModel, V1_ADDITIONAL_KWARGS, load_motion_m
 from .samplers import (DEFAULT_SAMPLER, get_scheduler, switch_sampler, model_scheduler_config, step_kwargs, check_steps, min_steps,
                                   resolve_sampler, model_schedule, check_scheduler)
 from .lora import merge_lora
-from .inpaint import CLIP_APPLY_RATIO, LONG_VIDEO_OVERLAP, prepare_condition, strength_timesteps, start_latents, generate_long, load_image_encoder
+from .inpaint import CLIP_APPLY_RATIO, LONG_VIDEO_OVERLAP, prepare_condition, strength_timesteps, start_latents, generate_long, load_image_encoder, widen_transformer, INPAINT_CHANNELS
 from .attention import half_is_emulated
 
 logger = logging.getLogger(__name__)
@@ -423,8 +423,17 @@ def _wrap_load_errors(what, fn, *args, **kwargs):
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ''
         raise EasyAnimateError(f"could not load {what}: {type(e).__name__}: {msg[:300]}") from None
 
+def _widened_for(model, checkpoint):
+    "`model` widened to an inpaint model when `checkpoint` holds one (an inpaint run's export, on its text-to-video folder)."
+    from easyanimate.cli import header_shapes
+    if model.config.in_channels == INPAINT_CHANNELS or not Path(checkpoint).is_file(): return model
+    shapes = header_shapes(checkpoint)
+    if shapes.get('pos_embed.proj.weight', (0, 0))[1:2] != (INPAINT_CHANNELS,): return model
+    projection = shapes.get('clip_projection.linear_1.weight')
+    return widen_transformer(model, projection[1] if projection else None)
+
 def load_transformer(model_dir, motion_module=None, transformer_checkpoint=None, additional_kwargs=None, torch_dtype=None):
-    "The video transformer of a pipeline folder (2D PixArt or ours), with an optional full checkpoint and motion module loaded on top."
+    "The video transformer of a pipeline folder (2D PixArt or ours), with an optional full checkpoint (an inpaint one widens the model) and motion module loaded on top."
     folder = Path(model_dir)
     info = check_model_dir(folder)
     if info['is_video']:
@@ -434,7 +443,9 @@ def load_transformer(model_dir, motion_module=None, transformer_checkpoint=None,
         if not motion_module and not transformer_checkpoint:
             logger.warning(f"{folder} is a 2D PixArt folder and no motion module was given: its video transformer gets an untrained motion module, "
                            "which leaves every frame as it is (no motion); give v1's motion module file (easyanimate_v1_mm.safetensors)")
-    if transformer_checkpoint: load_transformer_checkpoint(model, transformer_checkpoint)
+    if transformer_checkpoint:
+        model = _widened_for(model, transformer_checkpoint)
+        load_transformer_checkpoint(model, transformer_checkpoint)
     if motion_module: load_motion_module(model, motion_module)
     return model.to(torch_dtype) if torch_dtype is not None and model.dtype != torch_dtype else model
 
@@ -449,8 +460,8 @@ def from_pretrained(cls, pretrained_model_name_or_path, motion_module=None, tran
     if 'transformer' not in kwargs:
         kwargs['transformer'] = load_transformer(folder, motion_module, transformer_checkpoint, torch_dtype=torch_dtype)
     else: check_model_dir(folder)
-    if kwargs['transformer'].clip_projection is not None and 'image_encoder' not in kwargs and 'image_encoder' not in check_model_dir(folder)['index']:
-        kwargs['image_encoder'], kwargs['image_processor'] = load_image_encoder(folder)   # a V3-style folder: image_encoder/ beside the rest
+    if kwargs['transformer'].clip_projection is not None and 'image_encoder' not in kwargs and not (check_model_dir(folder)['index'].get('image_encoder') or [None])[0]:
+        kwargs['image_encoder'], kwargs['image_processor'] = load_image_encoder(folder)   # a V3-style folder (or one whose index says null): image_encoder/ beside the rest
     defaults = folder_defaults(folder)
     if sampler is not None:
         kwargs['scheduler'] = switch_sampler(model_scheduler_config(folder), sampler)

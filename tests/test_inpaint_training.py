@@ -14,6 +14,8 @@ from easyanimate.inpaint import tiny_image_encoder, save_image_encoder, INPAINT_
 from easyanimate.shapes import make_dataset
 from easyanimate.tiny import tiny_pipeline
 from easyanimate.utils import load_state_dict, EasyAnimateError
+from easyanimate.pipeline import load_pipeline
+from PIL import Image
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
        'PYTHONWARNINGS': 'ignore'}
@@ -52,7 +54,6 @@ def data(tmp_path_factory):
     for i in range(2): write_toy_video(d / 'webvid' / f'{i}.mp4', n_frames=8, height=32, width=32, seed=i)
     (d / 'webvid.csv').write_text('videoid,name\n0,a red square moving left\n1,a blue circle moving up\n')
     (d / 'images').mkdir()
-    from PIL import Image
     for i in range(2):
         img = np.full((32, 32, 3), 40, np.uint8); img[8:24, 4 + 8 * i:20 + 8 * i] = (200, 40 * i, 40)
         Image.fromarray(img).save(d / 'images' / f'{i}.png')
@@ -71,7 +72,8 @@ def config(model_dir, data, out, fmt='normal', **kw):
 @pytest.fixture(scope='module')
 def inpaint_run(clip_dir, data, tmp_path_factory):
     "A whole-model inpaint run from the text-to-video folder with CLIP (its export is an inpaint transformer)."
-    return T.train(config(clip_dir, data, tmp_path_factory.mktemp('run') / 'out', max_train_steps=10))
+    return T.train(config(clip_dir, data, tmp_path_factory.mktemp('run') / 'out', max_train_steps=10, validation_prompts=['a red circle moving left'],
+                          validation_steps=10, validation_num_inference_steps=2))
 
 
 def test_inpaint_run_exports_a_12_channel_transformer_that_learned_its_new_inputs(inpaint_run, t2v_dir):
@@ -82,6 +84,7 @@ def test_inpaint_run_exports_a_12_channel_transformer_that_learned_its_new_input
     assert sd['clip_projection.linear_2.weight'].abs().max() > 0       # and so did the zero-initialised image projection
     losses = np.array(inpaint_run.losses)
     assert losses[-3:].mean() < losses[:3].mean(), losses
+    assert (inpaint_run.output_dir / 'validation' / 'step-000010-0.gif').is_file()   # validation videos: text-to-video with the inpaint model
 
 
 def test_inpaint_run_resumes_bit_identically(clip_dir, data, tmp_path):
@@ -111,6 +114,15 @@ def test_inpaint_lora_on_an_inpaint_checkpoint(t2v_dir, clip_dir, inpaint_run, d
     assert result.export_path.name == 'lora.safetensors' and all(k.startswith('lora_unet_') for k in sd)
     assert any('clip_projection' in k for k in sd)   # the image projection gets adapters like every linear layer
     assert any(k.endswith('lora_up.weight') and v.abs().max() > 0 for k, v in sd.items())
+    # base folder + the inpaint checkpoint + the LoRA: an inpaint pipeline with the LoRA merged, generating from a start image
+    base = load_pipeline(clip_dir, transformer_checkpoint=inpaint_run.export_path, dtype='fp32', device='cpu')
+    pipe = load_pipeline(clip_dir, transformer_checkpoint=inpaint_run.export_path, lora=result.export_path, lora_weight=1.0, dtype='fp32', device='cpu')
+    assert pipe.transformer.config.in_channels == INPAINT_CHANNELS and pipe.image_encoder is not None
+    assert any(not torch.equal(a, b) for a, b in zip(base.transformer.state_dict().values(), pipe.transformer.state_dict().values()))
+    start = Image.fromarray(np.full((32, 32, 3), 90, np.uint8))
+    video = pipe('a red square moving left', image=start, video_length=8, height=32, width=32, num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0)).videos
+    assert video.shape == (1, 3, 8, 32, 32) and torch.isfinite(video).all()
 
 
 @pytest.mark.parametrize('options, message', [
