@@ -41,7 +41,7 @@ def test_matches_original_v1(ref_a, backend):
                     added_cond_kwargs={'resolution': None, 'aspect_ratio': None},
                     encoder_attention_mask=ref['input.encoder_attention_mask']).sample
     diff = (out - ref['output.sample']).abs().max().item()
-    assert diff < 1e-5, f"max abs diff to the original v1 output: {diff:.3e}"
+    assert diff < 2e-6, f"max abs diff to the original v1 output: {diff:.3e}"   # measured 7.2e-7 (outputs up to 2.4)
 
 
 # ---------- key layout: independent construction from the spec's rules ----------
@@ -127,7 +127,7 @@ def test_fresh_model_is_pixart_frame_by_frame(pixart_folder):
                         encoder_attention_mask=mask.repeat_interleave(f, 0), added_cond_kwargs={'resolution': None, 'aspect_ratio': None}).sample
     frames = frames.unflatten(0, (2, f)).transpose(1, 2)
     diff = (video - frames).abs().max().item()
-    assert diff < 1e-5, f"max abs diff to diffusers PixArt frame by frame: {diff:.3e}"
+    assert diff < 2e-6, f"max abs diff to diffusers PixArt frame by frame: {diff:.3e}"   # measured 7.2e-7 (outputs up to 2.4)
 
 
 def test_from_pretrained_2d_reads_the_released_config_layout(pixart_folder, tmp_path):
@@ -269,15 +269,15 @@ def test_gradient_checkpointing_same_gradients():
     for n in plain: torch.testing.assert_close(ckpt[n], plain[n], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
-def test_half_precision_forward(dtype):
+@pytest.mark.parametrize('dtype, tol', [(torch.bfloat16, 0.03), (torch.float16, 0.005)])   # measured 0.014-0.016 and 0.0017-0.0021
+def test_half_precision_forward(dtype, tol):
     model = tiny_model(0).eval()
     x, c, t, mask = inputs(f=2)
     with torch.no_grad():
         ref = model(x, c, t, encoder_attention_mask=mask).sample
         out = model.to(dtype=dtype)(x.to(dtype), c.to(dtype), t, encoder_attention_mask=mask).sample
     assert out.dtype == dtype and torch.isfinite(out).all()
-    assert (out.float() - ref).abs().max() < 0.1
+    assert (out.float() - ref).abs().max() < tol   # another model's output differs by about 3
 
 
 def test_save_and_from_pretrained(tmp_path):
@@ -329,7 +329,7 @@ def test_bf16_cpu_path_close_to_fp32(ref_a):
                     added_cond_kwargs={'resolution': None, 'aspect_ratio': None}, encoder_attention_mask=ref['input.encoder_attention_mask']).sample
     target = ref['output.sample']
     rel = ((out.float() - target).norm() / target.norm()).item()
-    assert rel < 2e-2, f"bf16 relative error {rel:.3e}"
+    assert rel < 1e-2, f"bf16 relative error {rel:.3e}"   # measured 7.0e-3
 
 
 def test_bench_reference_path_is_the_same_model(ref_a):
@@ -346,7 +346,7 @@ def test_bench_reference_path_is_the_same_model(ref_a):
     kw = dict(added_cond_kwargs={'resolution': None, 'aspect_ratio': None}, encoder_attention_mask=ref['input.encoder_attention_mask'])
     with torch.no_grad():
         a, b = old(*args, **kw).sample, new(*args, **kw).sample
-    assert (a - ref['output.sample']).abs().max() < 1e-5 and (a - b).abs().max() < 1e-5
+    assert (a - ref['output.sample']).abs().max() < 2e-6 and (a - b).abs().max() < 2e-6   # measured 7.2e-7 and 7.2e-7
 
 
 def test_onednn_kernels_match_plain_linear():
