@@ -136,7 +136,7 @@ def plan_generate(args) -> dict:
     if not args.prompt.strip(): raise EasyAnimateError("the prompt is empty: describe the video to generate")
     _check_files(args)
     from easyanimate.pipeline import resolve_device, resolve_dtype
-    from easyanimate.inpaint import plan_inputs
+    from easyanimate.inpaint import plan_inputs, INPAINT_CHANNELS
     from easyanimate.samplers import check_steps, get_scheduler, resolve_sampler
     from easyanimate.video_io import check_output
     model = args.model or demo_model_path()
@@ -155,6 +155,8 @@ def plan_generate(args) -> dict:
         from easyanimate.transformer import V1_ADDITIONAL_KWARGS
         cfg, factor = {**tiny_config(), **V1_ADDITIONAL_KWARGS}, 8
         native = cfg['sample_size'] * factor
+    if args.transformer_checkpoint and header_shapes(args.transformer_checkpoint).get('pos_embed.proj.weight', (0, 0))[1:2] == (INPAINT_CHANNELS,):
+        cfg = {**cfg, 'in_channels': INPAINT_CHANNELS}   # an inpaint checkpoint widens its text-to-video folder when it loads
     size = pick('size')
     plan['height'], plan['width'] = parse_size(size) if size else (native, native)
     plan['inputs'] = plan_inputs(args, cfg, factor, plan)   # also checks size and frames, per segment for long videos

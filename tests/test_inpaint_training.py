@@ -167,3 +167,12 @@ def test_inpaint_with_two_processes_under_accelerate_launch(clip_dir, data, tmp_
     out = tmp_path / 'out'
     assert load_state_dict(out / 'transformer.safetensors')['pos_embed.proj.weight'].shape[1] == INPAINT_CHANNELS
     assert sorted(p.name for p in (out / 'checkpoint-2').glob('random_states_*.pkl')) == ['random_states_0.pkl', 'random_states_1.pkl']
+
+
+def test_easyanimate_generate_takes_an_inpaint_export_on_its_text_to_video_folder(clip_dir, inpaint_run, tmp_path, capsys):
+    from easyanimate.cli import main
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / 'start.png')
+    args = ['generate', 'a red circle moving left', '--model', str(clip_dir), '--image', str(tmp_path / 'start.png'), '--size', '32x32',
+            '--frames', '8', '--steps', '2', '--out', str(tmp_path / 'out.mp4')]
+    assert main(args) == 2 and 'needs an inpaint model' in capsys.readouterr().err   # the folder alone is text-to-video only
+    assert main(args + ['--transformer-checkpoint', str(inpaint_run.export_path)]) == 0 and (tmp_path / 'out.mp4').is_file()
