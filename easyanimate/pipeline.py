@@ -326,7 +326,7 @@ def generate(self, prompt=None, negative_prompt=None, video_length=None, height=
                           negative_prompt_attention_mask, max_sequence_length, names={'video_length': 'num_frames' if num_frames is not None else 'video_length'})
     device, cfg, generator = self._execution_device, guidance_scale > 1, _generator(generator, seed)
     self._guidance_scale, self._interrupt = guidance_scale, False
-    cond = prepare_condition(self, n * num_videos_per_prompt, frames, height, width, image, end_image, video, mask_video, strength, clip_apply_ratio)
+    cond = prepare_condition(self, n * num_videos_per_prompt, frames, height, width, image, end_image, video, mask_video, strength, clip_apply_ratio, device)
     embeds, mask, neg_embeds, neg_mask = self.encode_prompt(prompt, negative_prompt, cfg, num_videos_per_prompt, device, clean_caption,
                                                             max_sequence_length, prompt_embeds, negative_prompt_embeds,
                                                             prompt_attention_mask, negative_prompt_attention_mask)
