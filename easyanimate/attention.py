@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from diffusers.models.activations import GELU, GEGLU
-from diffusers.models.attention import FeedForward as DiffusersFeedForward
+from diffusers.models.attention import FeedForward as DiffusersFeedForward, AttentionModuleMixin
 from .utils import EasyAnimateError
 
 # %% auto #0
 __all__ = ['ATTENTION_BACKENDS', 'BMM_MAX_KEYS', 'ONEDNN_DTYPES', 'naive_attention', 'check_backend', 'get_attention_backend',
            'set_attention_backend', 'attention_backend', 'is_cpu_half', 'bmm_attention', 'sliced_attention', 'attend',
            'mask_to_bias', 'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'half_is_emulated',
-           'OneDNNLinear', 'linear_kernel', 'linear', 'geglu', 'FeedForward', 'Attention']
+           'OneDNNLinear', 'linear_kernel', 'linear', 'geglu', 'FeedForward', 'AttnProcessor', 'Attention']
 
 # %% ../nbs/01_attention.ipynb #89744687
 def naive_attention(q, k, v, bias=None, scale=None):
@@ -189,14 +189,44 @@ class FeedForward(DiffusersFeedForward):
         return x
 
 # %% ../nbs/01_attention.ipynb #34363c21
-class Attention(nn.Module):
-    "Multi-head attention with diffusers/v1 parameter names (`to_q`, `to_k`, `to_v`, `to_out.0`)."
+class AttnProcessor:
+    "What an `Attention` layer computes, as a diffusers attention processor: this package's kernels, or diffusers' attention dispatch once a diffusers backend is set (`_attention_backend`)."
+    _attention_backend = None
+    _parallel_config = None
+
+    def heads(self, attn, q, k, v, bias):
+        "Attention of [B, heads, N, d] queries, keys and values."
+        if self._attention_backend is not None:
+            from diffusers.models.attention_dispatch import dispatch_attention_fn   # it takes [B, N, heads, d]
+            t = lambda z: z.transpose(1, 2)
+            return t(dispatch_attention_fn(t(q), t(k), t(v), attn_mask=bias, scale=attn.scale, backend=self._attention_backend))
+        if not attn.slice_size: return attend(q, k, v, bias, attn.scale, attn.backend, attn.upcast)
+        s = attn.slice_size   # diffusers' attention slicing: `slice_size` heads at a time, a fraction of the scores in memory
+        return torch.cat([attend(q[:, h:h + s], k[:, h:h + s], v[:, h:h + s], bias, attn.scale, attn.backend, attn.upcast) for h in range(0, attn.heads, s)], dim=1)
+
+    def __call__(self, attn, x, context=None, bias=None):
+        out = self.heads(attn, *attn.project(x, context), bias)
+        return attn.to_out[1](linear(attn.merge_heads(out), attn.to_out[0]))
+
+def _concat_linear(*layers):
+    "One Linear computing `layers` side by side (their outputs concatenated)."
+    w, b = torch.cat([l.weight for l in layers]), None if layers[0].bias is None else torch.cat([l.bias for l in layers])
+    fused = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(w)
+        if b is not None: fused.bias.copy_(b)
+    return fused
+
+class Attention(nn.Module, AttentionModuleMixin):
+    "Multi-head attention with diffusers/v1 parameter names (`to_q`, `to_k`, `to_v`, `to_out.0`) and diffusers' processor interface."
+    _default_processor_cls = AttnProcessor
+    _available_processors = [AttnProcessor]
     def __init__(self, query_dim, heads=8, dim_head=64, cross_attention_dim=None, bias=False, out_bias=True,
                  dropout=0.0, upcast=False, chunk_size=None, backend=None):
         super().__init__()
         inner, kv_dim = heads * dim_head, cross_attention_dim or query_dim
         self.heads, self.scale, self.upcast, self.chunk_size = heads, dim_head ** -0.5, upcast, chunk_size
-        self.backend = backend
+        self.backend, self.slice_size, self.processor = backend, None, AttnProcessor()
         self.to_q = nn.Linear(query_dim, inner, bias=bias)
         self.to_k = nn.Linear(kv_dim, inner, bias=bias)
         self.to_v = nn.Linear(kv_dim, inner, bias=bias)
@@ -211,6 +241,9 @@ class Attention(nn.Module):
 
     def project(self, x, context=None):
         "q, k, v as [B, heads, N, d]; `context` None means self-attention."
+        if self.fused_projections:
+            if context is None and hasattr(self, 'to_qkv'): return self.split_heads(linear(x, self.to_qkv), 3)
+            return (self.split_heads(linear(x, self.to_q)), *self.split_heads(linear(x if context is None else context, self.to_kv), 2))
         q, k, v = self.to_q, self.to_k, self.to_v
         if not can_fuse(q, k, v):
             context = x if context is None else context
@@ -218,9 +251,26 @@ class Attention(nn.Module):
         if context is None: return self.split_heads(fused_linear(x, (q, k, v)), 3)
         return (self.split_heads(linear(x, q)), *self.split_heads(fused_linear(context, (k, v)), 2))
 
-    def attend(self, x, context, bias):
-        out = attend(*self.project(x, context), bias, self.scale, self.backend, self.upcast)
-        return self.to_out[1](linear(self.merge_heads(out), self.to_out[0]))
+    def attend(self, x, context, bias): return self.processor(self, x, context, bias)
+
+    @torch.no_grad()
+    def fuse_projections(self):
+        "Precompute one Linear for q, k, v (and one for k, v), as diffusers' `fuse_qkv_projections` asks; `unfuse_projections` drops them."
+        if self.fused_projections: return
+        if self.to_q.in_features == self.to_k.in_features: self.to_qkv = _concat_linear(self.to_q, self.to_k, self.to_v)
+        self.to_kv = _concat_linear(self.to_k, self.to_v)
+        self.fused_projections = True
+
+    def unfuse_projections(self):
+        for name in ('to_qkv', 'to_kv'):
+            if hasattr(self, name): delattr(self, name)
+        self.fused_projections = False
+
+    def set_attention_slice(self, slice_size):
+        "Attend `slice_size` heads at a time (None: all at once)."
+        if slice_size is not None and (not isinstance(slice_size, int) or slice_size < 1):
+            raise EasyAnimateError(f"attention slice size must be a whole number of heads >= 1, 'auto' or 'max'; got {slice_size!r}")
+        self.slice_size = slice_size
 
     def forward(self, x, context=None, bias=None):
         "Attend from `x` [B, N, D] to `context` [B, L, D'] (default `x`); `bias` [B, 1, L] is added to the scores."

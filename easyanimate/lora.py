@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from torch import nn
+from diffusers.loaders.lora_base import LoraBaseMixin
 from .utils import EasyAnimateError, load_state_dict, save_state_dict
 
 # %% auto #0
 __all__ = ['PREFIXES', 'TEXT_ENCODER_PARENTS', 'is_lora_layer', 'lora_targets', 'lora_delta', 'LoRALayer', 'LoRANetwork',
-           'LoRAWeights', 'read_lora', 'MergedLoRA', 'merge_lora', 'unmerge_lora']
+           'LoRAWeights', 'read_lora', 'MergedLoRA', 'merge_lora', 'unmerge_lora', 'peft_lora_state_dict',
+           'EasyAnimateV1LoraLoaderMixin']
 
 # %% ../nbs/05_lora.ipynb #72ea35ce
 PREFIXES = {'transformer': 'lora_unet', 'text_encoder': 'lora_te'}
@@ -200,14 +202,10 @@ def _fits(layer, w):
     out_in = tuple(layer.weight.shape)
     return w.up.shape[1:2] == w.down.shape[:1] and (w.up.shape[0], w.down.shape[1]) == out_in[:2] and w.down.shape[2:] == out_in[2:]
 
-@torch.no_grad()
-def merge_lora(transformer, lora, multiplier=0.55, text_encoder=None, backup=None) -> MergedLoRA:
-    "Merge a LoRA (path or state dict, v1/peft layout) into `transformer` (and `text_encoder`); returns the handle to unmerge."
-    fmt, parts = read_lora(lora)
-    source = lora if isinstance(lora, (str, Path)) else 'the LoRA'
-    models = {'transformer': transformer, 'text_encoder': text_encoder}
+def _fitted_layers(source, fmt, parts, models) -> dict:
+    "component -> {LoRA layer name: layer}, after checking that every adapter of `parts` names a layer it fits."
     comps = {c for c, _ in parts}
-    if 'text_encoder' in comps and text_encoder is None:
+    if 'text_encoder' in comps and models.get('text_encoder') is None:
         raise EasyAnimateError(f"{source} has text-encoder LoRA layers but no text encoder was given")
     tables = {c: _resolve(models[c], c, parts, fmt) for c in comps}
     unknown = [n for c, n in parts if n not in tables[c]]
@@ -216,6 +214,14 @@ def merge_lora(transformer, lora, multiplier=0.55, text_encoder=None, backup=Non
         what = '; '.join(s for s in [unknown and f"{len(unknown)} of {len(parts)} LoRA layers name no layer of the model (e.g. {', '.join(unknown[:3])})",
                                       misfit and f"{len(misfit)} have shapes that do not fit (e.g. {misfit[:2]})"] if s)
         raise EasyAnimateError(f"{source} does not fit this model: {what}")
+    return tables
+
+@torch.no_grad()
+def merge_lora(transformer, lora, multiplier=0.55, text_encoder=None, backup=None) -> MergedLoRA:
+    "Merge a LoRA (path or state dict, v1/peft layout) into `transformer` (and `text_encoder`); returns the handle to unmerge."
+    fmt, parts = read_lora(lora)
+    source = lora if isinstance(lora, (str, Path)) else 'the LoRA'
+    tables = _fitted_layers(source, fmt, parts, {'transformer': transformer, 'text_encoder': text_encoder})
     merged = MergedLoRA(multiplier=multiplier)
     for i, ((c, n), w) in enumerate(parts.items()):
         layer = tables[c][n]
@@ -227,3 +233,53 @@ def merge_lora(transformer, lora, multiplier=0.55, text_encoder=None, backup=Non
 def unmerge_lora(merged: MergedLoRA):
     "Take a merged LoRA out of the weights again."
     merged.unmerge()
+
+# %% ../nbs/05_lora.ipynb #70dcb35e
+def peft_lora_state_dict(lora, transformer, text_encoder=None) -> dict:
+    "A LoRA (path or state dict, v1 or peft layout) in diffusers' peft layout: `transformer.<layer>.lora_A/lora_B.weight` (and `text_encoder.`), alpha folded into `lora_B`."
+    fmt, parts = read_lora(lora)
+    source = lora if isinstance(lora, (str, Path)) else 'the LoRA'
+    models = {'transformer': transformer, 'text_encoder': text_encoder}
+    tables = _fitted_layers(source, fmt, parts, models)
+    names = {c: {id(m): n for n, m in models[c].named_modules()} for c in tables}
+    out = {}
+    for (c, n), w in parts.items():
+        layer = names[c][id(tables[c][n])]
+        out[f'{c}.{layer}.lora_A.weight'] = w.down
+        out[f'{c}.{layer}.lora_B.weight'] = w.up * ((w.alpha if w.alpha is not None else w.rank) / w.rank)
+    return out
+
+def _lora_config(sd):
+    "peft's LoraConfig for a peft-layout state dict with alpha folded in (lora_alpha = rank, per layer)."
+    from peft import LoraConfig
+    ranks = {k[:-len('.lora_A.weight')]: v.shape[0] for k, v in sd.items() if k.endswith('.lora_A.weight')}
+    r = max(set(ranks.values()), key=list(ranks.values()).count)
+    other = {k: v for k, v in ranks.items() if v != r}
+    return LoraConfig(r=r, lora_alpha=r, target_modules=list(ranks), rank_pattern=other, alpha_pattern=other)
+
+class EasyAnimateV1LoraLoaderMixin(LoraBaseMixin):
+    "diffusers' LoRA API (peft adapters) for the transformer and text encoder: `load_lora_weights`, `set_adapters`, `fuse_lora`, `unfuse_lora`, `unload_lora_weights`, ..."
+    _lora_loadable_modules = ['transformer', 'text_encoder']
+    transformer_name, text_encoder_name = 'transformer', 'text_encoder'
+
+    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name=None, hotswap=False, weight_name=None, **kwargs):
+        "Load a LoRA (file, folder with `weight_name`, or state dict; v1 or peft layout) as peft adapter `adapter_name`."
+        from diffusers.utils.peft_utils import get_adapter_name
+        lora = pretrained_model_name_or_path_or_dict
+        if isinstance(lora, (str, Path)) and Path(lora).is_dir(): lora = Path(lora) / (weight_name or 'pytorch_lora_weights.safetensors')
+        if isinstance(lora, (str, Path)) and not Path(lora).is_file(): raise EasyAnimateError(f"LoRA file {lora} does not exist")
+        sd = peft_lora_state_dict(lora, self.transformer, self.text_encoder)
+        adapter_name = adapter_name or get_adapter_name(self.transformer)
+        part = lambda c: {k: v for k, v in sd.items() if k.startswith(c + '.')}
+        if part('transformer'): self.transformer.load_lora_adapter(part('transformer'), prefix='transformer', adapter_name=adapter_name, _pipeline=self, hotswap=hotswap)
+        if te := {k[len('text_encoder.'):]: v for k, v in part('text_encoder').items()}:   # diffusers' own loader is CLIP's; T5 goes through transformers/peft
+            if hotswap: raise EasyAnimateError("hotswapping a LoRA is supported for the transformer only, as in diffusers")
+            self.text_encoder.load_adapter(adapter_name=adapter_name, adapter_state_dict=te, peft_config=_lora_config(te))
+
+    def fuse_lora(self, components=('transformer', 'text_encoder'), lora_scale=1.0, safe_fusing=False, adapter_names=None, **kwargs):
+        "Fuse the active adapters (times `lora_scale`) into the weights."
+        super().fuse_lora(components=list(components), lora_scale=lora_scale, safe_fusing=safe_fusing, adapter_names=adapter_names, **kwargs)
+
+    def unfuse_lora(self, components=('transformer', 'text_encoder'), **kwargs):
+        "Take fused adapters out of the weights again."
+        super().unfuse_lora(components=list(components), **kwargs)

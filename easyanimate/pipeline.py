@@ -18,7 +18,7 @@ from .utils import EasyAnimateError
 from .transformer import Transformer3DModel, V1_ADDITIONAL_KWARGS, load_motion_module, load_transformer_checkpoint
 from .samplers import (DEFAULT_SAMPLER, get_scheduler, switch_sampler, model_scheduler_config, step_kwargs, check_steps, min_steps,
                                   resolve_sampler, model_schedule, check_scheduler)
-from .lora import merge_lora
+from .lora import merge_lora, EasyAnimateV1LoraLoaderMixin
 from .inpaint import CLIP_APPLY_RATIO, LONG_VIDEO_OVERLAP, prepare_condition, strength_timesteps, start_latents, generate_long, load_image_encoder, widen_transformer, INPAINT_CHANNELS
 from .attention import half_is_emulated
 
@@ -123,7 +123,7 @@ def check_request(transformer_config, vae_scale_factor, height, width, video_len
         raise EasyAnimateError(f"{say['video_length']} {video_length} is beyond the temporal position encoding of this model ({geo['max_frames']} frames)")
 
 # %% ../nbs/08_pipeline.ipynb #348ed1a6
-class EasyAnimateV1Pipeline(DiffusionPipeline):
+class EasyAnimateV1Pipeline(DiffusionPipeline, EasyAnimateV1LoraLoaderMixin):
     "Text-to-video with EasyAnimate v1: T5 text encoder, video DiT with motion module, SD VAE, any DDPM-type diffusers scheduler."
     model_cpu_offload_seq = 'text_encoder->transformer->vae'
     _callback_tensor_inputs = ['latents', 'prompt_embeds', 'negative_prompt_embeds']

@@ -11,11 +11,13 @@ from torch import nn
 from einops import rearrange
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.attention import AttentionMixin
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.embeddings import PatchEmbed, PixArtAlphaTextProjection
 from diffusers.models.normalization import AdaLayerNormSingle
 from .utils import EasyAnimateError, load_state_dict, key_report, KeyReport
-from .attention import Attention, FeedForward, linear, mask_to_bias, check_backend
+from .attention import Attention, FeedForward, linear, mask_to_bias, check_backend, ATTENTION_BACKENDS
 from .motion_module import get_motion_module, PositionalEncoding, V1_MOTION_MODULE_KWARGS
 
 _logger = logging.getLogger(__name__)
@@ -176,7 +178,7 @@ def add_image_tokens(model, context, mask, image_embeds, image_mask=None):
     tokens = model.clip_projection(image_embeds.to(context.dtype))
     return torch.cat([context, tokens], dim=1), torch.cat([mask.to(image_mask.dtype), image_mask], dim=1)
 
-class Transformer3DModel(ModelMixin, ConfigMixin):
+class Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin):
     "EasyAnimate v1's video DiT: PixArt-alpha with per-frame patches and spatial attention plus a motion module per block."
     _supports_gradient_checkpointing = True
     _no_split_modules = ['VideoTransformerBlock', 'PatchEmbed']
@@ -235,12 +237,25 @@ class Transformer3DModel(ModelMixin, ConfigMixin):
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
     def set_attention_backend(self, backend):
-        "Use attention kernel `backend` ('auto', 'sdpa' or 'naive') in every attention layer; None follows the process-wide default."
-        if backend is not None: check_backend(backend)
-        for m in self.modules():
-            if isinstance(m, Attention): m.backend = backend
+        "Attention kernel of every layer: this package's ('auto', 'sdpa', 'naive'), or any of diffusers' attention dispatch ('native', 'flash', '_native_cudnn', 'sage', ...); None: the process-wide default."
+        from diffusers.models.attention_dispatch import AttentionBackendName
+        layers = [m for m in self.modules() if isinstance(m, Attention)]
+        if backend is None or backend in ATTENTION_BACKENDS:
+            for m in layers: m.backend, m.processor._attention_backend = backend, None
+            return
+        theirs = [b.value for b in AttentionBackendName]
+        if backend not in theirs:
+            raise EasyAnimateError(f"unknown attention backend {backend!r}: use one of {', '.join(ATTENTION_BACKENDS)} (this package's kernels) or of diffusers' ({', '.join(theirs)})")
+        try: ModelMixin.set_attention_backend(self, backend)   # checks that the kernel's package and hardware are there
+        except (ValueError, RuntimeError, ImportError) as e: raise EasyAnimateError(f"attention backend {backend!r} is not available here: {str(e).splitlines()[0][:200]}") from None
+        for m in layers: m.backend = None
 
     def reset_attention_backend(self): self.set_attention_backend(None)
+
+    def set_attention_slice(self, slice_size):
+        "diffusers' attention slicing: every layer attends `slice_size` heads at a time ('auto': half of them, 'max': one, None: all)."
+        for m in self.modules():
+            if isinstance(m, Attention): m.set_attention_slice({'auto': max(1, m.heads // 2), 'max': 1}.get(slice_size, slice_size))
 
 # %% ../nbs/03_transformer.ipynb #5e87e4ec
 POSITION_TABLES = ('pos_encoder.pe', 't_pos.pe')

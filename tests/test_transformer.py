@@ -231,7 +231,7 @@ def test_load_transformer_checkpoint_refuses_what_does_not_fit(tmp_path):
     full = src.state_dict()
     before = {k: v.clone() for k, v in dst.state_dict().items()}
     mm = {k: v for k, v in full.items() if is_motion_module_key(k)}
-    with pytest.raises(EasyAnimateError, match='load_motion_module'): load_transformer_checkpoint(dst, mm)
+    with pytest.raises(EasyAnimateError, match='it is a motion-module file, not a full transformer checkpoint'): load_transformer_checkpoint(dst, mm)
     other = Transformer3DModel(**{**TINY, 'caption_channels': 12}, **V1_ADDITIONAL_KWARGS).state_dict()
     with pytest.raises(EasyAnimateError, match=r'shape-mismatched.*caption_projection'): load_transformer_checkpoint(dst, other)
     partial_mm = {k: v for k, v in full.items() if 'transformer_blocks.1.attn_temporal' not in k}
