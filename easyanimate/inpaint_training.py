@@ -20,7 +20,7 @@ __all__ = ['logger', 'TRAIN_MODES', 'MASK_KINDS', 'VIDEO_KIND_P', 'IMAGE_KIND_P'
            'T2V_ZERO_P', 'kind_probabilities', 'draw_mask_kind', 'random_box', 'kept_frames', 'random_mask',
            'frequency_tolerance', 'clip_frame_index', 'InpaintDraw', 'draw_inpaint_batch', 'batch_rng',
            'inpaint_transformer_kwargs', 'inpaint_models', 'check_inpaint_trainable', 'to_uint8_images',
-           'inpaint_inputs', 'inpaint_step_inputs']
+           'inpaint_inputs', 'batch_draw', 'inpaint_step_inputs', 'save_inpaint_sanity_check']
 
 # %% ../nbs/19_inpaint_training.ipynb #3aecd46c
 TRAIN_MODES = ('normal', 'inpaint')
@@ -170,10 +170,21 @@ def inpaint_inputs(models, pixel_values: torch.Tensor, draw: InpaintDraw) -> dic
         inputs['clip_attention_mask'] = torch.full((b, NUM_IMAGE_TOKENS), float(draw.clip_keep), device=pixel_values.device)
     return inputs
 
-def inpaint_step_inputs(run, batch) -> dict:
-    "`inpaint_inputs` for a batch of the training loop, its random choices drawn from the batch's own generator (`batch_rng`)."
+def batch_draw(run, batch) -> InpaintDraw:
+    "The random choices of a batch of the training loop, drawn from the batch's own generator (`batch_rng`)."
     acc, state, config = run['acc'], run['state'], run['config']
-    pixels = batch['pixel_values'].to(acc.device)
-    b, f, _, h, w = pixels.shape
-    draw = draw_inpaint_batch(b, f, h, w, batch_rng(config.seed, state.epoch, state.batch, acc.process_index))
-    return inpaint_inputs(run['models'], pixels, draw)
+    b, f, _, h, w = batch['pixel_values'].shape
+    return draw_inpaint_batch(b, f, h, w, batch_rng(config.seed, state.epoch, state.batch, acc.process_index))
+
+def inpaint_step_inputs(run, batch) -> dict:
+    "`inpaint_inputs` for a batch of the training loop."
+    return inpaint_inputs(run['models'], batch['pixel_values'].to(run['acc'].device), batch_draw(run, batch))
+
+# %% ../nbs/19_inpaint_training.ipynb #0f656624
+def save_inpaint_sanity_check(run, batch, folder):
+    "Save each clip of a batch with its pixels to generate set to -1 (black), as `NN-masked-<kind>.gif`."
+    from easyanimate.video_io import save_video
+    draw = batch_draw(run, batch)
+    masked = batch['pixel_values'] * (1 - draw.mask) - draw.mask
+    for i, (clip, kind) in enumerate(zip(masked, draw.kinds)):
+        save_video(((clip.permute(1, 0, 2, 3) + 1) / 2).cpu(), Path(folder) / f'{i:02d}-masked-{MASK_KINDS[kind]}.gif', fps=8, overwrite=True)

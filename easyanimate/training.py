@@ -13,7 +13,8 @@ import yaml
 from diffusers import DDPMScheduler
 from .utils import EasyAnimateError, atomic_path, save_state_dict, load_state_dict, key_report
 from .samplers import model_scheduler_config
-from .inpaint_training import TRAIN_MODES, inpaint_transformer_kwargs, inpaint_models, check_inpaint_trainable, inpaint_step_inputs
+from .inpaint_training import (TRAIN_MODES, inpaint_transformer_kwargs, inpaint_models, check_inpaint_trainable, inpaint_step_inputs,
+                                          save_inpaint_sanity_check)
 
 logger = logging.getLogger(__name__)
 
@@ -791,7 +792,9 @@ def _loop(run, bar):
             state.batch += 1
             for path, why in [*batch['skipped'], *sampler.skipped.items()]: state.skipped.setdefault(path, why)
             batch['paths'] = [run['dataset'].samples[i].path for i in batch['index'].tolist()]
-            if first and config.sanity_check and acc.is_main_process: save_sanity_check(batch, run['out'] / 'sanity_check')
+            if first and config.sanity_check and acc.is_main_process:
+                save_sanity_check(batch, run['out'] / 'sanity_check')
+                if config.train_mode == 'inpaint': save_inpaint_sanity_check(run, batch, run['out'] / 'sanity_check')
             first = False
             pending.append(_micro_step(run, batch))
             if not acc.sync_gradients: continue
