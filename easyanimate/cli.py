@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, contextlib, importlib, json, logging, math, random, sys
 from pathlib import Path
 import easyanimate
-from .utils import EasyAnimateError
+from .utils import EasyAnimateError, did_you_mean
 
 # %% auto #0
 __all__ = ['DEMO_NOTICE', 'LAZY_COMMANDS', 'RELEASE_PARTS', 'demo_model_path', 'Parser', 'build_parser', 'plan_generate',
@@ -27,8 +27,31 @@ from .pipeline import GENERATION_DEFAULTS, TINY_DEFAULTS, model_defaults, parse_
 
 # %% ../nbs/09_cli.ipynb #6180ab4b
 class Parser(argparse.ArgumentParser):
-    "An ArgumentParser whose errors are `EasyAnimateError`s (one line, exit status 2)."
+    "An ArgumentParser whose errors are `EasyAnimateError`s (one line, exit status 2); no abbreviations; unknown options get the closest name."
+    def __init__(self, *args, **kwargs): super().__init__(*args, **{'allow_abbrev': False, **kwargs})
     def error(self, message): raise EasyAnimateError(f"{message} (see: {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_args(args, namespace)
+        if extras: self._refuse(extras, self._chosen(args))
+        return args
+
+    def parse_intermixed_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_intermixed_args(args, namespace)
+        if extras: self._refuse(extras, self)
+        return args
+
+    def _chosen(self, ns):
+        "The parser of the command named in `ns` (a subcommand's), or this one."
+        for a in self._actions:
+            if isinstance(a, argparse._SubParsersAction) and getattr(ns, a.dest, None) in a.choices: return a.choices[getattr(ns, a.dest)]
+        return self
+
+    @staticmethod
+    def _refuse(extras, parser):
+        names = [o for a in parser._actions for o in a.option_strings if o.startswith('--')]
+        words = [w + (did_you_mean(w.split('=')[0], names) if w.startswith('-') else '') for w in extras]
+        parser.error(f"unrecognized arguments: {' '.join(words)}")
 
 def _generate_args(p):
     p.add_argument('prompt', help='what the video shows')

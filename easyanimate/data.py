@@ -11,14 +11,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .utils import EasyAnimateError
+from .utils import EasyAnimateError, did_you_mean
 
 # %% auto #0
-__all__ = ['SAMPLE_TYPES', 'DATA_FORMATS', 'ASPECT_RATIO_512', 'Sample', 'read_webvid', 'read_json_list', 'read_image_folder',
-           'infer_data_format', 'load_samples', 'write_toy_video', 'clip_indices', 'SampleError', 'require_decord',
-           'open_video', 'read_video_frames', 'read_image_frames', 'resize_crop', 'SampleKey', 'warn_skipped',
-           'VideoImageDataset', 'collate_samples', 'aspect_buckets', 'closest_bucket', 'probe_size', 'frame_choices',
-           'BucketBatchSampler', 'make_dataloader']
+__all__ = ['SAMPLE_TYPES', 'DATA_FORMATS', 'ASPECT_RATIO_512', 'Sample', 'missing_caption_error', 'read_webvid', 'read_json_list',
+           'read_image_folder', 'infer_data_format', 'load_samples', 'write_toy_video', 'clip_indices', 'SampleError',
+           'require_decord', 'open_video', 'read_video_frames', 'read_image_frames', 'resize_crop', 'SampleKey',
+           'warn_skipped', 'VideoImageDataset', 'collate_samples', 'aspect_buckets', 'closest_bucket', 'probe_size',
+           'frame_choices', 'BucketBatchSampler', 'make_dataloader']
 
 # %% ../nbs/10_data.ipynb #2c7d93cf
 SAMPLE_TYPES = ('video', 'image')
@@ -42,12 +42,21 @@ def _existing(path, what):
     if not path.exists(): raise EasyAnimateError(f"{what} not found: {path}")
     return path
 
+def missing_caption_error(meta, where, key, keys, hint) -> EasyAnimateError:
+    "The error for samples without a caption key: which, the key expected, the keys found, what to do."
+    first, n = where[0], len(where)
+    return EasyAnimateError(f"{meta}: {first}{f' (and {n - 1} more)' if n > 1 else ''} has no caption {key!r}; found {sorted(keys)}. "
+                            f"{hint} (an empty caption is allowed when written out: {key!r} with an empty value)")
+
 def read_webvid(meta, video_folder) -> list[Sample]:
     "Samples of a WebVid CSV: video `<video_folder>/<videoid>.mp4`, caption `name`."
     meta, folder = _existing(meta, 'webvid CSV'), _existing(video_folder, 'webvid video folder')
     with open(meta, newline='', encoding='utf-8') as f: reader = csv.DictReader(f); rows = list(reader)
     missing = {'videoid', 'name'} - set(reader.fieldnames or ())
     if missing: raise EasyAnimateError(f"{meta}: a webvid CSV needs the columns videoid and name; missing {sorted(missing)} (found {reader.fieldnames})")
+    short = [i for i, r in enumerate(rows) if r['name'] is None]   # a row that ends before the name column
+    if short: raise missing_caption_error(meta, [f"row {i + 2}" for i in short], 'name', [k for k, v in rows[short[0]].items() if v is not None],
+                                          "Give every row all the columns of the header")
     return [Sample(str(folder/f"{r['videoid']}.mp4"), r['name'] or '', 'video', _int_or_none(r.get('width')), _int_or_none(r.get('height')))
             for r in rows]
 
@@ -59,13 +68,17 @@ def read_json_list(meta, root=None) -> list[Sample]:
     try: entries = json.loads(meta.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise EasyAnimateError(f"{meta} is not valid JSON ({e})") from None
     if not isinstance(entries, list): raise EasyAnimateError(f"{meta} must hold a JSON list of {{file_path, text, type}} objects, not a {type(entries).__name__}")
-    samples = []
+    samples, uncaptioned = [], []
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or 'file_path' not in e:
             raise EasyAnimateError(f"{meta}: entry {i} needs a file_path (got {str(e)[:80]})")
         kind = e.get('type', 'image')
         if kind not in SAMPLE_TYPES: raise EasyAnimateError(f"{meta}: entry {i} has type {kind!r}; use one of {SAMPLE_TYPES}")
+        if 'text' not in e: uncaptioned.append(i)
         samples.append(Sample(str(root/e['file_path']), str(e.get('text') or ''), kind, _int_or_none(e.get('width')), _int_or_none(e.get('height'))))
+    if uncaptioned:
+        raise missing_caption_error(meta, [f"entry {i}" for i in uncaptioned], 'text', entries[uncaptioned[0]],
+                                    "v1's JSON list holds the caption under \"text\": rename the key")
     return samples
 
 # %% ../nbs/10_data.ipynb #65dcb320
@@ -79,13 +92,18 @@ def _find_metadata_jsonl(folder):
 def read_image_folder(folder, caption_column='text') -> list[Sample]:
     "Samples of a diffusers image folder (`metadata.jsonl` with `file_name` and a caption column)."
     meta = _find_metadata_jsonl(_existing(folder, 'image folder'))
-    samples = []
+    samples, uncaptioned = [], []
     for i, line in enumerate(meta.read_text(encoding='utf-8').splitlines()):
         if not line.strip(): continue
         try: e = json.loads(line)
         except json.JSONDecodeError as err: raise EasyAnimateError(f"{meta}: line {i+1} is not JSON ({err})") from None
         if 'file_name' not in e: raise EasyAnimateError(f"{meta}: line {i+1} needs a file_name")
+        if caption_column not in e: uncaptioned.append((i, e))
         samples.append(Sample(str(meta.parent/e['file_name']), str(e.get(caption_column) or ''), 'image'))
+    if uncaptioned:
+        keys = uncaptioned[0][1]
+        raise missing_caption_error(meta, [f"line {i + 1}" for i, _ in uncaptioned], caption_column, keys,
+                                    f"Set caption_column to the key that holds the captions{did_you_mean(caption_column, [k for k in keys if k != 'file_name']) or ''}")
     return samples
 
 # %% ../nbs/10_data.ipynb #c4bfedaa

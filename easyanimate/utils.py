@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_utils.ipynb #2f7a9afa
 from __future__ import annotations
-import os, tempfile, contextlib
+import contextlib, difflib, errno, os, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -12,13 +12,25 @@ from safetensors.torch import load_file, save_file
 from safetensors import SafetensorError
 
 # %% auto #0
-__all__ = ['PICKLE_SUFFIXES', 'EasyAnimateError', 'load_state_dict', 'new_file_mode', 'atomic_path', 'save_state_dict',
-           'KeyReport', 'key_report']
+__all__ = ['PICKLE_SUFFIXES', 'DISK_FULL_ERRNOS', 'DISK_FULL_TEXTS', 'EasyAnimateError', 'did_you_mean', 'size_text',
+           'load_state_dict', 'new_file_mode', 'atomic_path', 'is_disk_full', 'save_state_dict', 'KeyReport',
+           'key_report']
 
 # %% ../nbs/00_utils.ipynb #a4367c1f
 class EasyAnimateError(ValueError):
     "A problem with the user's input or files, explained in one line."
     pass
+
+def did_you_mean(name, choices) -> str:
+    "' (did you mean X?)' naming the choice closest to the misspelt `name`, or '' when none is close."
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ''
+
+def size_text(n_bytes) -> str:
+    "A byte count for people: '812 kB', '1.2 GB'."
+    for unit in ('B', 'kB', 'MB', 'GB'):
+        if abs(n_bytes) < 1000 or unit == 'GB': return f"{n_bytes:.0f} {unit}" if unit == 'B' else f"{n_bytes:.3g} {unit}"
+        n_bytes /= 1000
 
 # %% ../nbs/00_utils.ipynb #2dc932c9
 PICKLE_SUFFIXES = ('.pt', '.pth', '.bin', '.ckpt')
@@ -65,6 +77,19 @@ def atomic_path(path, suffix=''):
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_TEXTS = ('No space left on device', 'os error 28', 'Disk quota exceeded', 'os error 122')
+
+def is_disk_full(exc) -> bool:
+    "Whether `exc`, or an exception it was raised from, says the disk (or the quota) is full."
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS: return True
+        if any(t in str(exc) for t in DISK_FULL_TEXTS): return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 def save_state_dict(state_dict, path, metadata=None):
     "Write `state_dict` to a safetensors file atomically."
