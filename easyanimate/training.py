@@ -4,14 +4,14 @@
 
 # %% ../nbs/11_training.ipynb #486f60ed
 from __future__ import annotations
-import argparse, csv, dataclasses, json, logging, math, os, re, shutil, sys, time
+import argparse, contextlib, csv, dataclasses, json, logging, math, os, re, shutil, sys, time, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 import numpy as np
 import torch
 import yaml
 from diffusers import DDPMScheduler
-from .utils import EasyAnimateError, atomic_path, save_state_dict, load_state_dict, key_report
+from .utils import EasyAnimateError, atomic_path, save_state_dict, load_state_dict, key_report, did_you_mean, is_disk_full, size_text
 from .samplers import model_scheduler_config
 from .inpaint_training import (TRAIN_MODES, inpaint_transformer_kwargs, inpaint_models, check_inpaint_trainable, inpaint_step_inputs,
                                           save_inpaint_sanity_check)
@@ -20,16 +20,18 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'V1_ALIASES', 'MIXED_PRECISIONS', 'LR_SCHEDULERS', 'PREDICTION_TYPES', 'OPTION_HELP', 'CHECKPOINT_RE',
-           'LOG_COLUMNS', 'ADDED_COND_KWARGS', 'EXPORT_NAMES', 'PIPELINE_PARTS', 'TRAINABLE_FILE', 'TrainConfig',
-           'option_names', 'make_config', 'read_config_file', 'parse_overrides', 'train_config', 'check_config',
-           'make_train_scheduler', 'mean_flat', 'normal_kl', 'approx_standard_normal_cdf',
-           'discretized_gaussian_log_likelihood', 'DiffusionObjective', 'list_checkpoints', 'checkpoint_step',
-           'resolve_resume', 'commit_checkpoint', 'prune_checkpoints', 'MetricsLog', 'smooth', 'plot_losses', 'Trainee',
+           'RUN_FILES', 'PARTIAL_CHECKPOINT_RE', 'LOG_COLUMNS', 'ADDED_COND_KWARGS', 'EXPORT_NAMES', 'PIPELINE_PARTS',
+           'TRAINABLE_FILE', 'TORCH_WRITE_FAILED', 'TrainConfig', 'option_names', 'make_config', 'read_config_file',
+           'parse_overrides', 'train_config', 'check_config', 'make_train_scheduler', 'mean_flat', 'normal_kl',
+           'approx_standard_normal_cdf', 'discretized_gaussian_log_likelihood', 'DiffusionObjective',
+           'list_checkpoints', 'checkpoint_step', 'resolve_resume', 'commit_checkpoint', 'earlier_run',
+           'check_output_dir', 'delete_run', 'prune_checkpoints', 'MetricsLog', 'smooth', 'plot_losses', 'Trainee',
            'select_trainable', 'export_kind', 'v1_export', 'transformer_kwargs', 'load_models', 'encode_latents',
-           'tokenize', 'diffusion_loss', 'RunState', 'TrainingDiverged', 'TrainResult', 'make_lr_scheduler',
-           'make_data', 'register_checkpoint_hooks', 'EMASwap', 'export_run', 'save_checkpoint', 'save_sanity_check',
-           'run_validation', 'check_finite', 'build_trainee', 'scaled_lr', 'train', 'add_train_args', 'args_to_config',
-           'train_from_args', 'main']
+           'tokenize', 'diffusion_loss', 'RunState', 'TrainingDiverged', 'DiskFull', 'TrainResult', 'make_lr_scheduler',
+           'make_data', 'register_checkpoint_hooks', 'EMASwap', 'export_run', 'checkpoint_bytes',
+           'write_failed_for_space', 'disk_full_error', 'disk_full_guard', 'save_checkpoint', 'save_sanity_check',
+           'run_validation', 'check_finite', 'build_trainee', 'warmup_warning', 'start_summary', 'messages_above',
+           'scaled_lr', 'train', 'end_summary', 'add_train_args', 'args_to_config', 'train_from_args', 'main']
 
 # %% ../nbs/11_training.ipynb #44f23258
 @dataclass
@@ -90,6 +92,7 @@ class TrainConfig:
     seed: int | None = 42
     # outputs
     output_dir: str = 'output_dir'
+    overwrite_output_dir: bool = False                 # delete an earlier run in output_dir first (else it is refused)
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
     resume_from_checkpoint: str | None = None          # a checkpoint folder, or "latest"
@@ -149,7 +152,9 @@ def make_config(options: dict) -> TrainConfig:
     "A `TrainConfig` from a dict of options (v1 aliases allowed), every value converted to its type."
     options = {V1_ALIASES.get(k, k): v for k, v in options.items()}
     unknown = sorted(set(options) - set(option_names()))
-    if unknown: raise EasyAnimateError(f"unknown training option(s) {', '.join(unknown)}; valid options: {', '.join(option_names())}")
+    if unknown:
+        named = ', '.join(u + did_you_mean(u, [*option_names(), *V1_ALIASES]) for u in unknown)
+        raise EasyAnimateError(f"unknown training option{'s' if len(unknown) > 1 else ''} {named}; easyanimate train --help lists them all")
     types = {f.name: f.type for f in fields(TrainConfig)}
     return TrainConfig(**{k: _convert(k, v, types[k]) for k, v in options.items()})
 
@@ -200,7 +205,8 @@ OPTION_HELP = dict(
     max_grad_norm='gradient clipping norm (0: none)', gradient_accumulation_steps='batches per optimizer step', mixed_precision='no, fp16 or bf16 (default: as accelerate launch says)',
     gradient_checkpointing='recompute activations to save memory', use_ema='keep and export EMA weights', ema_decay='EMA decay',
     snr_loss='v1 option: x0 target for t < 250', snr_gamma='min-SNR-gamma weighting of the MSE', prediction_type="epsilon (v1) or v_prediction (default: the model folder's scheduler config)", vae_mini_batch='frames per VAE encode call',
-    seed='random seed (empty: none)', output_dir='folder for checkpoints, logs, exports', checkpointing_steps='checkpoint every N steps',
+    seed='random seed (empty: none)', output_dir='folder for checkpoints, logs, exports (one run per folder)',
+    overwrite_output_dir='delete the earlier run in output_dir before starting (without it, such a folder is refused)', checkpointing_steps='checkpoint every N steps',
     checkpoints_total_limit='keep only the newest N checkpoints', resume_from_checkpoint='a checkpoint folder, or latest',
     validation_prompts='prompts for validation videos', validation_steps='validate every N steps', validation_negative_prompt='negative prompt for validation',
     validation_num_inference_steps='sampling steps for validation', validation_guidance_scale='guidance for validation', validation_sampler='sampler for validation',
@@ -368,6 +374,29 @@ def commit_checkpoint(tmp, final) -> Path:
     else: os.replace(tmp, final)
     return final
 
+RUN_FILES = ('train_config.yaml', 'logs', 'loss_curve.png', 'sanity_check', 'validation', 'skipped_samples.txt',
+             'motion_module.safetensors', 'transformer.safetensors', 'lora.safetensors')
+PARTIAL_CHECKPOINT_RE = re.compile(r'^\.checkpoint-\d+\.(tmp|old)$')
+
+def earlier_run(output_dir) -> list[Path]:
+    "What a run left in `output_dir`: checkpoints (complete or not), logs, exports, validation clips (other files are not a run's)."
+    d = Path(output_dir)
+    if not d.is_dir(): return []
+    return sorted(p for p in d.iterdir() if p.name in RUN_FILES or CHECKPOINT_RE.match(p.name) or PARTIAL_CHECKPOINT_RE.match(p.name))
+
+def check_output_dir(config) -> list[Path]:
+    "Refuse an `output_dir` that holds an earlier run unless this run resumes it; with `overwrite_output_dir`, return that run's files to delete."
+    found = earlier_run(config.output_dir)
+    if not found or config.resume_from_checkpoint: return []
+    if config.overwrite_output_dir: return found
+    names = ', '.join(p.name for p in found[:5]) + (', ...' if len(found) > 5 else '')
+    raise EasyAnimateError(f"output_dir {config.output_dir} holds an earlier run ({names}); nothing was changed. Continue it with resume_from_checkpoint=latest, "
+                           f"train into another output_dir, or set overwrite_output_dir=true to delete that run first")
+
+def delete_run(paths):
+    "Delete the files and folders of an earlier run."
+    for p in paths: shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
 def prune_checkpoints(output_dir, keep) -> list[Path]:
     "Delete all but the newest `keep` checkpoints (none when `keep` is None); returns the deleted folders."
     if keep is None: return []
@@ -497,12 +526,14 @@ def load_models(config, weight_dtype=torch.float32) -> dict:
     from diffusers import AutoencoderKL
     from easyanimate.transformer import Transformer3DModel, load_transformer_checkpoint, load_motion_module
     root = Path(config.pretrained_model_name_or_path)
+    if not root.exists(): raise EasyAnimateError(f"pretrained_model_name_or_path {root}: no such folder")
+    if not root.is_dir(): raise EasyAnimateError(f"pretrained_model_name_or_path {root} is a file; give the pipeline folder (with {', '.join(PIPELINE_PARTS)} subfolders)")
     missing = [p for p in PIPELINE_PARTS if not (root / p).is_dir()]
     if missing: raise EasyAnimateError(f"{root} is not a pipeline folder: no {', '.join(missing)} subfolder (expected {', '.join(PIPELINE_PARTS)})")
     kwargs = {**transformer_kwargs(config, root), **inpaint_transformer_kwargs(config, root)}
     models = dict(tokenizer=AutoTokenizer.from_pretrained(root / 'tokenizer'),
                   text_encoder=T5EncoderModel.from_pretrained(root / 'text_encoder', torch_dtype=weight_dtype),
-                  vae=AutoencoderKL.from_pretrained(root / 'vae'),
+                  vae=AutoencoderKL.from_pretrained(root / 'vae', torch_dtype=weight_dtype),  # cast here: a later .to(dtype) warns on every run
                   transformer=Transformer3DModel.from_pretrained_2d(root, subfolder='transformer', transformer_additional_kwargs=kwargs),
                   **inpaint_models(config.train_mode, root))
     if config.transformer_path:
@@ -540,6 +571,9 @@ class RunState:
 
 class TrainingDiverged(EasyAnimateError):
     "The loss became NaN or infinite."
+
+class DiskFull(EasyAnimateError):
+    "The disk (or quota) filled up while the run wrote a checkpoint, its export or its logs."
 
 @dataclass
 class TrainResult:
@@ -602,14 +636,51 @@ def export_run(accelerator, trainee, kind, path, ema=None, params=()):
         if not accelerator.is_main_process: return None
         return save_state_dict(v1_export(sd, kind), path, metadata={'format': 'pt', 'easyanimate_export': kind})
 
+def checkpoint_bytes(output_dir, params=(), ema=None) -> int:
+    "The space a checkpoint takes: the newest complete one's size, else an estimate (weights, two AdamW moments, export, EMA)."
+    last = list_checkpoints(output_dir)
+    if last: return sum(f.stat().st_size for f in last[-1].rglob('*') if f.is_file())
+    return sum(p.numel() * 4 for p in params) * (4 + (ema is not None)) + 2 ** 20
+
+TORCH_WRITE_FAILED = ('inline_container', 'PytorchStreamWriter', 'file write failed')
+
+def write_failed_for_space(exc, folder, needed) -> bool:
+    "Whether a failed write was the disk filling up (torch.save only says 'unexpected pos', so then the free space decides)."
+    if is_disk_full(exc): return True
+    return isinstance(exc, RuntimeError) and any(t in str(exc) for t in TORCH_WRITE_FAILED) and shutil.disk_usage(folder).free < needed
+
+def disk_full_error(folder, what, needed) -> DiskFull:
+    "One line: what could not be written where, the free space it needs, the last good checkpoint and how to go on."
+    folder, last = Path(folder), list_checkpoints(folder)
+    then = (f"the last good checkpoint is {last[-1]}: free some space, then continue with resume_from_checkpoint=latest" if last
+            else "no checkpoint was written yet: free some space and start again")
+    return DiskFull(f"the disk is full: writing {what} in {folder} needs about {size_text(needed)} free "
+                    f"({size_text(shutil.disk_usage(folder).free)} free now); {then}")
+
+@contextlib.contextmanager
+def disk_full_guard(folder, what, needed):
+    "Turn a full disk inside the block into `DiskFull`; `needed()` says how many bytes the write needs."
+    try: yield
+    except DiskFull: raise
+    except Exception as e:
+        n = needed()
+        if not write_failed_for_space(e, folder, n): raise
+        raise disk_full_error(folder, what, n) from None
+
 def save_checkpoint(accelerator, output_dir, step, trainee, kind, ema=None, params=(), keep=None) -> Path:
     "Write `checkpoint-<step>` atomically (temporary folder, then rename), with the exported weights inside; prune old ones."
     output_dir = Path(output_dir)
     tmp, final = output_dir / f'.checkpoint-{step}.tmp', output_dir / f'checkpoint-{step}'
     if accelerator.is_main_process: shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    export_run(accelerator, trainee, kind, tmp / EXPORT_NAMES[kind], ema, params)
+    try:
+        accelerator.save_state(str(tmp))
+        export_run(accelerator, trainee, kind, tmp / EXPORT_NAMES[kind], ema, params)
+    except Exception as e:
+        needed = checkpoint_bytes(output_dir, params, ema)
+        if not write_failed_for_space(e, output_dir, needed): raise
+        if accelerator.is_main_process: shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint only holds the space
+        raise disk_full_error(output_dir, final.name, needed) from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         commit_checkpoint(tmp, final)
@@ -682,6 +753,37 @@ def build_trainee(config, models):
         if config.train_text_encoder: models['text_encoder'].gradient_checkpointing_enable()
     return Trainee(models['transformer'], network, models['text_encoder'] if config.train_text_encoder else None)
 
+def warmup_warning(config, max_steps) -> str | None:
+    "A warning when warm-up takes half the run or more: the learning rate then stays far below `learning_rate`."
+    if config.lr_scheduler == 'constant' or 2 * config.lr_warmup_steps < max_steps: return None
+    peak = config.learning_rate * min(1.0, max_steps / config.lr_warmup_steps)
+    return (f"warning: lr_warmup_steps {config.lr_warmup_steps} in a run of {max_steps} steps: the learning rate rises only to {peak:.2g} "
+            f"(learning_rate is {config.learning_rate:g}); lower lr_warmup_steps for a short run")
+
+def start_summary(config, samples, n_trainable, num_processes, max_steps, kind, step=0) -> str:
+    "What a run is about to do: its data, what trains, the effective batch, steps and learning rate, where it writes."
+    from easyanimate.data import infer_data_format
+    fmt = config.train_data_format if config.train_data_format != 'auto' else infer_data_format(config.train_data_meta)
+    videos, accumulate = sum(s.type == 'video' for s in samples), config.gradient_accumulation_steps
+    what = {'lora': f'a LoRA (rank {config.rank})', 'motion_module': 'the motion module', 'transformer': 'the transformer'}[kind]
+    lines = [f"data: {len(samples)} samples ({videos} videos, {len(samples) - videos} images) in {config.train_data_meta or config.train_data_dir} ({fmt} format)",
+             f"trains: {what}, {n_trainable:,} parameters; effective batch {config.train_batch_size * num_processes * accumulate} "
+             f"({config.train_batch_size} per process x {num_processes} process{'es' if num_processes > 1 else ''} x {accumulate} accumulated)",
+             f"steps {step + 1} to {max_steps}, learning rate {scaled_lr(config, num_processes):g} ({config.lr_scheduler}, {config.lr_warmup_steps} warm-up steps); "
+             f"output in {config.output_dir}"]
+    warning = warmup_warning(config, max_steps)
+    return '\n'.join(lines + ([warning] if warning else []))
+
+@contextlib.contextmanager
+def messages_above(bar):
+    "Log records and warnings printed above the progress bar, not into it."
+    from tqdm.contrib.logging import logging_redirect_tqdm
+    shown = warnings.showwarning
+    warnings.showwarning = lambda message, category, *args, **kwargs: bar.write(f"{category.__name__}: {message}", file=sys.stderr)
+    try:
+        with logging_redirect_tqdm(): yield
+    finally: warnings.showwarning = shown
+
 def scaled_lr(config, num_processes):
     "v1's `scale_lr`: the learning rate times sqrt(total batch / 256)."
     if not config.scale_lr: return config.learning_rate
@@ -696,6 +798,7 @@ def train(config) -> TrainResult:
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
     config = check_config(config if isinstance(config, TrainConfig) else make_config(config))
+    earlier = check_output_dir(config)   # before anything is loaded or written
     if config.prediction_type is None:
         config = dataclasses.replace(config, prediction_type=model_scheduler_config(config.pretrained_model_name_or_path).get('prediction_type', 'epsilon'))
     out = Path(config.output_dir)
@@ -708,13 +811,13 @@ def train(config) -> TrainResult:
                       log_with='tensorboard' if config.report_to == 'tensorboard' else None,
                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / 'logs')))
     weight_dtype = _weight_dtype(acc.mixed_precision)
+    dataset, sampler, loader = make_data(config, acc.num_processes, acc.process_index)   # data mistakes show before the models load
     if config.seed is not None: set_seed(config.seed)  # the same initial weights on every process
     models = load_models(config, weight_dtype)
     trainee = build_trainee(config, models)
     params = [p for p in trainee.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=scaled_lr(config, acc.num_processes), betas=(config.adam_beta1, config.adam_beta2),
                                   weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
-    dataset, sampler, loader = make_data(config, acc.num_processes, acc.process_index)
     max_steps = config.max_train_steps
     if config.num_train_epochs:
         epoch_steps = config.num_train_epochs * math.ceil(len(sampler) / config.gradient_accumulation_steps)
@@ -726,17 +829,21 @@ def train(config) -> TrainResult:
         acc.state.deepspeed_plugin.deepspeed_config['train_micro_batch_size_per_gpu'] = config.train_batch_size
     trainee, optimizer, lr_scheduler = acc.prepare(trainee, optimizer, lr_scheduler)
     device = acc.device
-    for frozen in ('vae', 'image_encoder'):
-        if frozen in models: models[frozen].to(device, dtype=weight_dtype)
+    models['vae'].to(device)   # loaded in weight_dtype: a .to(dtype) here would warn on every run
+    if 'image_encoder' in models: models['image_encoder'].to(device, dtype=weight_dtype)
     if not config.train_text_encoder: models['text_encoder'].to(device, dtype=weight_dtype)
     if ema is not None: ema.to(device)
     state, kind = RunState(), export_kind(config)
     acc.register_for_checkpointing(state)
     if ema is not None: acc.register_for_checkpointing(ema)
     register_checkpoint_hooks(acc, trainee)
+    if earlier:
+        if acc.is_main_process: delete_run(earlier); acc.print(f"overwrite_output_dir: deleted the earlier run in {out} ({len(earlier)} files and folders)")
+        acc.wait_for_everyone()
     resume = resolve_resume(config.resume_from_checkpoint, out)
     if resume is not None:
         acc.load_state(str(resume)); acc.print(f"resumed from {resume} (step {state.step})")
+        if state.step >= max_steps: return _nothing_to_train(acc, config, trainee, kind, ema, params, out, resume, state.step, max_steps)
     else:
         if config.resume_from_checkpoint: acc.print(f"no checkpoint in {out} yet: starting a new run")
         if config.seed is not None: set_seed(config.seed, device_specific=True)  # different noise on every process
@@ -749,8 +856,10 @@ def train(config) -> TrainResult:
     run = dict(acc=acc, config=config, models=models, trainee=trainee, params=params, optimizer=optimizer, lr_scheduler=lr_scheduler,
                ema=ema, objective=objective, state=state, kind=kind, out=out, log=log, weight_dtype=weight_dtype, max_steps=max_steps,
                sampler=sampler, loader=loader, dataset=dataset)
+    acc.print(start_summary(config, dataset.samples, sum(p.numel() for p in params), acc.num_processes, max_steps, kind, state.step))
     bar = tqdm(total=max_steps, initial=state.step, desc='training', unit='step', disable=not acc.is_local_main_process, dynamic_ncols=True)
-    try: losses = _loop(run, bar)
+    try:
+        with messages_above(bar), disk_full_guard(out, "the run's files", lambda: checkpoint_bytes(out, params, ema)): losses = _loop(run, bar)
     finally: bar.close()
     return _finish(run, losses)
 
@@ -835,20 +944,41 @@ def _after_step(run, bar, pending, losses, t0):
         acc.wait_for_everyone()
     return time.time()
 
+def _nothing_to_train(acc, config, trainee, kind, ema, params, out, resume, step, max_steps) -> TrainResult:
+    "A resumed run that is already finished: say so; write the export if a full disk stopped it before."
+    export = out / EXPORT_NAMES[kind]
+    if not export.is_file():
+        with disk_full_guard(out, export.name, lambda: sum(p.numel() * 4 for p in params)): export_run(acc, trainee, kind, export, ema, params)
+    acc.print(f"nothing to train: {resume} is at step {step} and this run ends at step {max_steps}; raise max_train_steps "
+              f"(e.g. max_train_steps={step + max_steps}) to train further. The weights: {export}")
+    acc.end_training()
+    return TrainResult(out, export, step, [], {}, list_checkpoints(out))
+
+def end_summary(out, export, steps, losses, checkpoints) -> str:
+    "Where everything a finished run wrote is, with its final loss."
+    tail = losses[-10:]
+    lines = [f"finished at step {steps}" + (f": loss {np.mean(tail):.4g} (mean of the last {len(tail)} steps)" if tail else ''),
+             f"  weights:     {export}", f"  loss curve:  {out / 'loss_curve.png'}", f"  metrics:     {out / 'logs' / 'metrics.csv'}"]
+    clips = sorted((out / 'validation').glob('step-*'))
+    if clips: lines.append(f"  validation:  {out / 'validation'} ({len(clips)} files, the last {clips[-1].name})")
+    if checkpoints: lines.append(f"  checkpoints: {', '.join(p.name for p in checkpoints)} (to go on: resume_from_checkpoint=latest and a higher max_train_steps)")
+    return '\n'.join(lines)
+
 def _finish(run, losses) -> TrainResult:
-    "Export the trained weights, draw the loss curve, summarise the skipped samples."
+    "Export the trained weights, draw the loss curve, summarise the run and the skipped samples."
     from accelerate.utils import gather_object
     acc, config, state, out = run['acc'], run['config'], run['state'], run['out']
-    export = export_run(acc, run['trainee'], run['kind'], out / EXPORT_NAMES[run['kind']], run['ema'], run['params'])
+    with disk_full_guard(out, EXPORT_NAMES[run['kind']], lambda: sum(p.numel() * 4 for p in run['params'])):
+        export = export_run(acc, run['trainee'], run['kind'], out / EXPORT_NAMES[run['kind']], run['ema'], run['params'])
     skipped = {}
     for part in gather_object([state.skipped]): skipped.update(part)
     if acc.is_main_process:
-        plot_losses(run['log'], out / 'loss_curve.png')
+        with disk_full_guard(out, 'loss_curve.png', lambda: 2 ** 20): plot_losses(run['log'], out / 'loss_curve.png')
         if skipped:
             lines = [f"{p}: {why}" for p, why in sorted(skipped.items())]
             (out / 'skipped_samples.txt').write_text('\n'.join(lines) + '\n')
             acc.print(f"{len(skipped)} sample(s) were skipped (listed in {out / 'skipped_samples.txt'}):\n  " + '\n  '.join(lines[:10]))
-        acc.print(f"exported {export}")
+        acc.print(end_summary(out, export, state.step, losses, list_checkpoints(out)))
     acc.end_training()
     return TrainResult(out, export, state.step, losses, skipped, list_checkpoints(out))
 
@@ -864,7 +994,8 @@ def _add_options(parser):
     group = parser.add_argument_group('training options (the names of the config file; v1 spellings accepted)')
     for f in fields(TrainConfig):
         group.add_argument(f'--{f.name}', dest=f'opt__{f.name}', default=argparse.SUPPRESS, help=OPTION_HELP[f.name], **_arg_spec(f))
-    for alias, name in V1_ALIASES.items(): group.add_argument(f'--{alias}', dest=f'opt__{alias}', default=argparse.SUPPRESS, help=f'v1 name of --{name}')
+    spec = {f.name: _arg_spec(f) for f in fields(TrainConfig)}
+    for alias, name in V1_ALIASES.items(): group.add_argument(f'--{alias}', dest=f'opt__{alias}', default=argparse.SUPPRESS, help=f'v1 name of --{name}', **spec[name])
     return parser
 
 def add_train_args(parser):
@@ -880,7 +1011,8 @@ def args_to_config(args) -> TrainConfig:
     "The `TrainConfig` of parsed arguments (config file < --options < key=value)."
     options, config_file, overrides = _options_of(args), args.config, []
     if args.overrides:
-        rest = _add_options(argparse.ArgumentParser(prog='easyanimate train'))
+        from easyanimate.cli import Parser
+        rest = _add_options(Parser(prog='easyanimate train'))
         rest.add_argument('overrides', nargs='*')
         later = rest.parse_intermixed_args(args.overrides)
         options, config_file, overrides = {**options, **_options_of(later)}, later.config or config_file, list(later.overrides)
@@ -900,14 +1032,14 @@ def train_from_args(args) -> int:
 
 def main(argv=None) -> int:
     "Entry point of `python -m easyanimate.training` and `accelerate launch -m easyanimate.training`."
-    parser = add_train_args(argparse.ArgumentParser(prog='python -m easyanimate.training', description='Train EasyAnimate v1 models.'))
-    args = parser.parse_args(argv)
+    from easyanimate.cli import Parser   # one-line errors, no abbreviated options
+    parser = add_train_args(Parser(prog='python -m easyanimate.training', description='Train EasyAnimate v1 models.'))
     main_process = int(os.environ.get('RANK', 0) or 0) == 0
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
-    try: return train_from_args(args)
+    try: return train_from_args(parser.parse_args(argv))
     except EasyAnimateError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, TrainingDiverged) else 2
+        return 1 if isinstance(e, (TrainingDiverged, DiskFull)) else 2
     finally:  # a launched process that exits with gloo's threads still running can abort ("terminate called without an active exception")
         if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 

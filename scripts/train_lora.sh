@@ -4,18 +4,22 @@
 #   MODEL_NAME=... MOTION_MODULE=... DATASET_NAME=... DATASET_META_NAME=... bash scripts/train_lora.sh [key=value | --name value ...]
 # Add train_text_encoder=true for T5 adapters too; rank=... network_alpha=... change the adapter size.
 # Several machines, DeepSpeed or FSDP: ACCELERATE_ARGS="--config_file accelerate.yaml" (instead of --mixed_precision=bf16).
+# The dataset format follows DATASET_META_NAME's extension (.csv webvid, .json v1's JSON list, .jsonl or none an image folder)
+# unless DATASET_FORMAT says otherwise. A variable set to nothing means none: MOTION_MODULE= starts without a motion module,
+# DATASET_META_NAME= reads an image folder's metadata.jsonl in DATASET_NAME.
 set -euo pipefail
-MODEL_NAME=${MODEL_NAME:-models/Diffusion_Transformer/PixArt-XL-2-512x512}
-MOTION_MODULE=${MOTION_MODULE:-models/Motion_Module/easyanimate_v1_mm.safetensors}
-DATASET_NAME=${DATASET_NAME:-datasets/internal_datasets/}
-DATASET_META_NAME=${DATASET_META_NAME:-datasets/internal_datasets/metadata.json}
+MODEL_NAME=${MODEL_NAME-models/Diffusion_Transformer/PixArt-XL-2-512x512}
+MOTION_MODULE=${MOTION_MODULE-models/Motion_Module/easyanimate_v1_mm.safetensors}
+DATASET_NAME=${DATASET_NAME-datasets/internal_datasets/}
+DATASET_META_NAME=${DATASET_META_NAME-datasets/internal_datasets/metadata.json}
+DATASET_FORMAT=${DATASET_FORMAT:-auto}
 # shellcheck disable=SC2086  # ACCELERATE_ARGS is a list of words
 ${ACCELERATE:-accelerate} launch ${ACCELERATE_ARGS:---mixed_precision=bf16} -m easyanimate.training \
   --pretrained_model_name_or_path="$MODEL_NAME" \
   --motion_module_path="$MOTION_MODULE" \
   --train_data_dir="$DATASET_NAME" \
   --train_data_meta="$DATASET_META_NAME" \
-  --train_data_format="normal" \
+  --train_data_format="$DATASET_FORMAT" \
   --lora \
   --rank=128 \
   --network_alpha=64 \

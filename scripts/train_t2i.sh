@@ -3,16 +3,20 @@
 #   MODEL_NAME=... DATASET_NAME=... DATASET_META_NAME=... bash scripts/train_t2i.sh [key=value | --name value ...]
 # DATASET_META_NAME may be a JSON list of images or a diffusers metadata.jsonl (train_data_format=imagefolder).
 # Several machines, DeepSpeed or FSDP: ACCELERATE_ARGS="--config_file accelerate.yaml" (instead of --mixed_precision=bf16).
+# The dataset format follows DATASET_META_NAME's extension (.csv webvid, .json v1's JSON list, .jsonl or none an image folder)
+# unless DATASET_FORMAT says otherwise. A variable set to nothing means none: DATASET_META_NAME= reads an image folder's
+# metadata.jsonl in DATASET_NAME.
 set -euo pipefail
-MODEL_NAME=${MODEL_NAME:-models/Diffusion_Transformer/PixArt-XL-2-512x512}
-DATASET_NAME=${DATASET_NAME:-datasets/internal_datasets/}
-DATASET_META_NAME=${DATASET_META_NAME:-datasets/internal_datasets/metadata.json}
+MODEL_NAME=${MODEL_NAME-models/Diffusion_Transformer/PixArt-XL-2-512x512}
+DATASET_NAME=${DATASET_NAME-datasets/internal_datasets/}
+DATASET_META_NAME=${DATASET_META_NAME-datasets/internal_datasets/metadata.json}
+DATASET_FORMAT=${DATASET_FORMAT:-auto}
 # shellcheck disable=SC2086  # ACCELERATE_ARGS is a list of words
 ${ACCELERATE:-accelerate} launch ${ACCELERATE_ARGS:---mixed_precision=bf16} -m easyanimate.training \
   --pretrained_model_name_or_path="$MODEL_NAME" \
   --train_data_dir="$DATASET_NAME" \
   --train_data_meta="$DATASET_META_NAME" \
-  --train_data_format="auto" \
+  --train_data_format="$DATASET_FORMAT" \
   --caption_column="text" \
   --resolution=512 \
   --train_batch_size=2 \

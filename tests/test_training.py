@@ -1,6 +1,6 @@
 """End-to-end training tests on CPU: every mode learns on an overfit batch and exports v1-format weights the pipeline loads;
 a SIGKILLed run resumes to exactly the weights of an uninterrupted one; two processes under `accelerate launch`; NaN stops."""
-import json, os, re, signal, socket, subprocess, sys
+import argparse, errno, json, os, re, signal, socket, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -227,18 +227,28 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(model_dir, videos, tmp_pat
     assert T.train({**cfg, 'resume_from_checkpoint': 'latest'}).steps == 6  # the kept checkpoint is good
 
 
-def test_command_line_errors_are_one_clear_line(tmp_path, capsys):
-    (tmp_path/'c.yaml').write_text('pretrained_model_name_or_path: nowhere\ntrain_data_dir: nowhere\n')
-    assert T.main(['--config', str(tmp_path/'c.yaml'), 'learning_rat=1']) == 2
-    assert 'unknown training option(s) learning_rat; valid options:' in capsys.readouterr().err
-    assert T.main(['--config', str(tmp_path/'c.yaml')]) == 2
-    assert 'nowhere is not a pipeline folder' in capsys.readouterr().err
+def test_command_line_errors_are_one_clear_line(images, tmp_path, capsys):
+    (tmp_path/'c.yaml').write_text(f'pretrained_model_name_or_path: nowhere\ntrain_data_dir: {images}\n')
+    def error(*argv):
+        assert T.main(['--config', str(tmp_path/'c.yaml'), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        return err
+    assert 'unknown training option learning_rat (did you mean learning_rate?)' in error('learning_rat=1')
+    assert 'unrecognized arguments: --max_train_step (did you mean --max_train_steps?)' in error('--max_train_step', '3')   # no abbreviations
+    assert 'unrecognized arguments: --learning-rate (did you mean --learning_rate?)' in error('max_train_steps=3', '--learning-rate', '1')
+    (tmp_path/'typo.yaml').write_text(f'pretrained_model_name_or_path: nowhere\ntrain_data_dir: {images}\nlearning_rat: 1\n')
+    assert 'unknown training option learning_rat (did you mean learning_rate?)' in error('--config', str(tmp_path/'typo.yaml'))
+    assert 'pretrained_model_name_or_path nowhere: no such folder' in error()
+    assert f'{images} is not a pipeline folder: no tokenizer, text_encoder, vae, transformer subfolder' in error(f'pretrained_model_name_or_path={images}')
     with pytest.raises(EasyAnimateError, match='trainable_modules .* match no parameter'):
         T.select_trainable(tiny_pipeline(0).transformer, ['attn_temporl'])
 
 
 def test_t2v_script_runs(model_dir, videos, tmp_path):
-    env = {**ENV, 'MODEL_NAME': str(model_dir), 'DATASET_NAME': str(videos), 'DATASET_META_NAME': str(videos/'two.json'),
+    "The script on a webvid CSV (the format follows the extension), with the start and end summaries and no library noise."
+    (tmp_path/'webvid.csv').write_text('videoid,name\n0,a red square moving left\n1,a blue circle moving up\n')
+    env = {**ENV, 'MODEL_NAME': str(model_dir), 'DATASET_NAME': str(videos/'videos'), 'DATASET_META_NAME': str(tmp_path/'webvid.csv'),
            'ACCELERATE': str(Path(sys.executable).parent/'accelerate'), 'ACCELERATE_ARGS': '--cpu --num_processes 1 --mixed_precision no --dynamo_backend no'}
     proc = subprocess.run(['bash', str(REPO/'scripts'/'train_t2v.sh'), 'mixed_precision=no', 'video_sample_size=32', 'video_sample_n_frames=4',
                            'max_train_steps=2', 'dataloader_num_workers=0', 'validation_steps=2', 'validation_num_inference_steps=2',
@@ -247,6 +257,107 @@ def test_t2v_script_runs(model_dir, videos, tmp_path):
     saved = yaml.safe_load((tmp_path/'out'/'train_config.yaml').read_text())
     assert (saved['learning_rate'], saved['use_ema'], saved['trainable_modules'], saved['vae_mini_batch'], saved['adam_epsilon']) == (2e-5, True, ['attn_temporal'], 16, 1e-10)
     assert (tmp_path/'out'/'motion_module.safetensors').is_file() and (tmp_path/'out'/'validation'/'step-000002-0.gif').is_file()
+    assert f'data: 2 samples (2 videos, 0 images) in {tmp_path/"webvid.csv"} (webvid format)' in proc.stdout, proc.stdout
+    assert 'effective batch 2 (2 per process x 1 process x 1 accumulated)' in proc.stdout and 'learning rate rises only to 4e-07' in proc.stdout
+    assert 'finished at step 2: loss ' in proc.stdout and f'weights:     {tmp_path/"out"/"motion_module.safetensors"}' in proc.stdout
+    assert 'kept in float32' not in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_scripts_take_the_format_from_the_file_and_an_empty_variable_means_none(tmp_path):
+    fake = tmp_path/'accelerate'
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGS_OUT"\n'); fake.chmod(0o755)
+    def run(script, **env):
+        subprocess.run(['bash', str(REPO/'scripts'/script)], env={**ENV, 'ACCELERATE': str(fake), 'ARGS_OUT': str(tmp_path/'args'), **env}, check=True, timeout=60)
+        words = (tmp_path/'args').read_text().splitlines()
+        return T.args_to_config(T.add_train_args(argparse.ArgumentParser()).parse_args(words[words.index('easyanimate.training') + 1:]))
+    c = run('train_lora.sh', MOTION_MODULE='', DATASET_META_NAME='clips/webvid.csv')
+    assert (c.motion_module_path, c.train_data_format, c.train_data_meta) == (None, 'auto', 'clips/webvid.csv')
+    from easyanimate.data import infer_data_format
+    assert infer_data_format(c.train_data_meta) == 'webvid'
+    c = run('train_t2v.sh', DATASET_META_NAME='', DATASET_FORMAT='imagefolder')
+    assert (c.train_data_meta, c.train_data_format) == (None, 'imagefolder')
+    assert run('train_t2i.sh', DATASET_FORMAT='').train_data_format == 'auto'
+    with pytest.raises(EasyAnimateError, match='pretrained_model_name_or_path .* is required'): run('train_t2v.sh', MODEL_NAME='')
+
+
+def test_help_shows_no_placeholders(capsys):
+    from easyanimate.cli import build_parser
+    with pytest.raises(SystemExit): build_parser('train').parse_args(['train', '--help'])
+    out = capsys.readouterr().out
+    assert 'OPT__' not in out and '--sample_size INT' in out and '--overwrite_output_dir [BOOL]' in out, out
+
+
+def test_missing_caption_key_stops_before_training(model_dir, videos, images, tmp_path, capsys):
+    entries = [{'file_path': f'videos/{i}.mp4', 'caption': t, 'type': 'video'} for i, t in enumerate(CAPTIONS)]
+    (tmp_path/'caption_key.json').write_text(json.dumps(entries))
+    (tmp_path/'c.yaml').write_text(yaml.safe_dump(config(model_dir, videos, tmp_path/'caption_key.json', tmp_path/'out')))
+    assert T.main(['--config', str(tmp_path/'c.yaml')]) == 2
+    assert "entry 0 (and 2 more) has no caption 'text'; found ['caption', 'file_path', 'type']" in capsys.readouterr().err
+    assert T.main(['--config', str(tmp_path/'c.yaml'), f'train_data_dir={images}', 'train_data_meta=', 'caption_column=caption']) == 2
+    assert "line 1 (and 1 more) has no caption 'caption'; found ['file_name', 'text']. Set caption_column" in capsys.readouterr().err
+    assert not (tmp_path/'out').exists()
+
+
+def snapshot(folder): return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).rglob('*')}
+
+def test_an_output_dir_holding_a_run_is_refused(model_dir, videos, tmp_path, capsys):
+    out = tmp_path/'out'
+    (tmp_path/'c.yaml').write_text(yaml.safe_dump(config(model_dir, videos, videos/'two.json', out, max_train_steps=4, checkpointing_steps=2)))
+    run = lambda *words: T.main(['--config', str(tmp_path/'c.yaml'), *words])
+    assert run() == 0
+    before = snapshot(out)
+    assert run('max_train_steps=2') == 2
+    err = capsys.readouterr().err
+    assert f'output_dir {out} holds an earlier run (checkpoint-2, checkpoint-4, logs, loss_curve.png, motion_module.safetensors, ...); nothing was changed' in err
+    assert 'resume_from_checkpoint=latest, train into another output_dir, or set overwrite_output_dir=true' in err
+    assert snapshot(out) == before
+    assert run('max_train_steps=2', 'overwrite_output_dir=true') == 0
+    assert [p.name for p in T.list_checkpoints(out)] == ['checkpoint-2'] and T.MetricsLog(out/'logs'/'metrics.csv').column('step').tolist() == [1, 2]
+    capsys.readouterr()
+    assert run('max_train_steps=2', 'resume_from_checkpoint=latest') == 0
+    assert f'nothing to train: {out/"checkpoint-2"} is at step 2 and this run ends at step 2; raise max_train_steps' in capsys.readouterr().out
+
+
+def test_full_disk_ends_with_one_line_and_the_run_resumes_to_the_same_weights(model_dir, videos, tmp_path, monkeypatch, capsys):
+    "ENOSPC in the middle of writing checkpoint-4, then in the final export: each time one line, no half-written folder, and resuming ends where an uninterrupted run does."
+    import easyanimate.utils as U
+    opts = dict(max_train_steps=6, checkpointing_steps=2, use_ema=True, caption_dropout=0.5, random_flip=True, lr_warmup_steps=2)
+    straight = T.train(config(model_dir, videos, videos/'three.json', tmp_path/'straight', **opts))
+    out, cfg = tmp_path/'full', tmp_path/'run.yaml'
+    cfg.write_text(yaml.safe_dump(config(model_dir, videos, videos/'three.json', out, **opts)))
+    real = U.save_file
+    def fill_disk_at(where):
+        def save_file(tensors, filename, metadata=None):
+            if where(Path(filename)):
+                Path(filename).write_bytes(b'\0' * 100)   # part of the file made it to the disk
+                raise OSError(errno.ENOSPC, 'No space left on device')
+            return real(tensors, filename, metadata=metadata)
+        monkeypatch.setattr(U, 'save_file', save_file)
+    def one_error_line(status, *argv):
+        capsys.readouterr()
+        assert T.main(['--config', str(cfg), *argv]) == status
+        err = capsys.readouterr().err
+        lines = [l for l in err.splitlines() if 'error' in l.lower()]
+        assert len(lines) == 1 and 'Traceback' not in err, err
+        return lines[0]
+
+    fill_disk_at(lambda f: f.parent.name == '.checkpoint-4.tmp')
+    line = one_error_line(1)
+    assert re.match(rf'error: the disk is full: writing checkpoint-4 in {re.escape(str(out))} needs about [\d.]+ [kMG]?B free \([\d.]+ [kMG]?B free now\); ', line), line
+    assert line.endswith(f'the last good checkpoint is {out/"checkpoint-2"}: free some space, then continue with resume_from_checkpoint=latest'), line
+    assert [p.name for p in T.list_checkpoints(out)] == ['checkpoint-2'] and not list(out.glob('.checkpoint-*'))
+
+    fill_disk_at(lambda f: f.parent == out and f.name.startswith('.motion_module.safetensors'))
+    line = one_error_line(1, 'resume_from_checkpoint=latest')
+    assert f'writing motion_module.safetensors in {out}' in line and f'the last good checkpoint is {out/"checkpoint-6"}' in line, line
+    assert not (out/'motion_module.safetensors').exists() and not [p for p in out.iterdir() if p.name.startswith('.motion_module')]
+
+    monkeypatch.setattr(U, 'save_file', real)   # space freed
+    assert T.main(['--config', str(cfg), 'resume_from_checkpoint=latest']) == 0
+    assert 'nothing to train' in capsys.readouterr().out
+    a, b = load_state_dict(straight.export_path), load_state_dict(out/'motion_module.safetensors')
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert np.array_equal(T.MetricsLog(tmp_path/'straight'/'logs'/'metrics.csv').column('loss'), T.MetricsLog(out/'logs'/'metrics.csv').column('loss'))
 
 
 @pytest.mark.parametrize('name', ['train_t2v', 'train_t2i', 'train_lora'])
@@ -254,7 +365,7 @@ def test_scripts_and_configs_say_the_same(name):
     "Each script and its YAML config in configs/ describe the same run (v1's settings)."
     import argparse, shlex
     text = (REPO/'scripts'/f'{name}.sh').read_text()
-    defaults = dict(re.findall(r'^(\w+)=\$\{\w+:-([^}]*)\}', text, re.M))
+    defaults = dict(re.findall(r'^(\w+)=\$\{\w+:?-([^}]*)\}', text, re.M))
     words = shlex.split(text.replace('\\\n', ' '), comments=True)
     args = [re.sub(r'\$(\w+)', lambda m: defaults[m[1]], w) for w in words[words.index('easyanimate.training') + 1:] if w != '$@']
     from_script = T.args_to_config(T.add_train_args(argparse.ArgumentParser()).parse_args(args))
