@@ -382,7 +382,8 @@ def earlier_run(output_dir) -> list[Path]:
     "What a run left in `output_dir`: checkpoints (complete or not), logs, exports, validation clips (other files are not a run's)."
     d = Path(output_dir)
     if not d.is_dir(): return []
-    return sorted(p for p in d.iterdir() if p.name in RUN_FILES or CHECKPOINT_RE.match(p.name) or PARTIAL_CHECKPOINT_RE.match(p.name))
+    found = [p for p in d.iterdir() if p.name in RUN_FILES or CHECKPOINT_RE.match(p.name) or PARTIAL_CHECKPOINT_RE.match(p.name)]
+    return sorted(found, key=lambda p: (0, checkpoint_step(p), '') if CHECKPOINT_RE.match(p.name) else (1, 0, p.name))
 
 def check_output_dir(config) -> list[Path]:
     "Refuse an `output_dir` that holds an earlier run unless this run resumes it; with `overwrite_output_dir`, return that run's files to delete."
@@ -754,9 +755,9 @@ def build_trainee(config, models):
     return Trainee(models['transformer'], network, models['text_encoder'] if config.train_text_encoder else None)
 
 def warmup_warning(config, max_steps) -> str | None:
-    "A warning when warm-up takes half the run or more: the learning rate then stays far below `learning_rate`."
-    if config.lr_scheduler == 'constant' or 2 * config.lr_warmup_steps < max_steps: return None
-    peak = config.learning_rate * min(1.0, max_steps / config.lr_warmup_steps)
+    "A warning when warm-up is longer than the run: the learning rate then never reaches `learning_rate`."
+    if config.lr_scheduler == 'constant' or config.lr_warmup_steps <= max_steps: return None
+    peak = config.learning_rate * max_steps / config.lr_warmup_steps
     return (f"warning: lr_warmup_steps {config.lr_warmup_steps} in a run of {max_steps} steps: the learning rate rises only to {peak:.2g} "
             f"(learning_rate is {config.learning_rate:g}); lower lr_warmup_steps for a short run")
 
@@ -960,7 +961,7 @@ def end_summary(out, export, steps, losses, checkpoints) -> str:
     lines = [f"finished at step {steps}" + (f": loss {np.mean(tail):.4g} (mean of the last {len(tail)} steps)" if tail else ''),
              f"  weights:     {export}", f"  loss curve:  {out / 'loss_curve.png'}", f"  metrics:     {out / 'logs' / 'metrics.csv'}"]
     clips = sorted((out / 'validation').glob('step-*'))
-    if clips: lines.append(f"  validation:  {out / 'validation'} ({len(clips)} files, the last {clips[-1].name})")
+    if clips: lines.append(f"  validation:  {out / 'validation'} ({len(clips)} file{'s' if len(clips) > 1 else ''}, the last {clips[-1].name})")
     if checkpoints: lines.append(f"  checkpoints: {', '.join(p.name for p in checkpoints)} (to go on: resume_from_checkpoint=latest and a higher max_train_steps)")
     return '\n'.join(lines)
 
