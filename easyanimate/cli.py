@@ -392,7 +392,7 @@ def main(argv=None) -> int:
         with quiet_libraries(): return args.func(args) or 0
     except EasyAnimateError as e:
         print(f"easyanimate: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_status
     except KeyboardInterrupt:
         print("easyanimate: interrupted", file=sys.stderr)
         return 130

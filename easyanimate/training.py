@@ -374,15 +374,15 @@ def commit_checkpoint(tmp, final) -> Path:
     else: os.replace(tmp, final)
     return final
 
-RUN_FILES = ('train_config.yaml', 'logs', 'loss_curve.png', 'sanity_check', 'validation', 'skipped_samples.txt',
-             'motion_module.safetensors', 'transformer.safetensors', 'lora.safetensors')
+RUN_FILES = ('train_config.yaml', 'logs', 'loss_curve.png', 'sanity_check', 'validation', 'skipped_samples.txt')  # and the exports
 PARTIAL_CHECKPOINT_RE = re.compile(r'^\.checkpoint-\d+\.(tmp|old)$')
 
 def earlier_run(output_dir) -> list[Path]:
     "What a run left in `output_dir`: checkpoints (complete or not), logs, exports, validation clips (other files are not a run's)."
     d = Path(output_dir)
     if not d.is_dir(): return []
-    found = [p for p in d.iterdir() if p.name in RUN_FILES or CHECKPOINT_RE.match(p.name) or PARTIAL_CHECKPOINT_RE.match(p.name)]
+    names = {*RUN_FILES, *EXPORT_NAMES.values()}
+    found = [p for p in d.iterdir() if p.name in names or CHECKPOINT_RE.match(p.name) or PARTIAL_CHECKPOINT_RE.match(p.name)]
     return sorted(found, key=lambda p: (0, checkpoint_step(p), '') if CHECKPOINT_RE.match(p.name) else (1, 0, p.name))
 
 def check_output_dir(config) -> list[Path]:
@@ -572,9 +572,11 @@ class RunState:
 
 class TrainingDiverged(EasyAnimateError):
     "The loss became NaN or infinite."
+    exit_status = 1
 
 class DiskFull(EasyAnimateError):
     "The disk (or quota) filled up while the run wrote a checkpoint, its export or its logs."
+    exit_status = 1
 
 @dataclass
 class TrainResult:
@@ -1040,7 +1042,7 @@ def main(argv=None) -> int:
     try: return train_from_args(parser.parse_args(argv))
     except EasyAnimateError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, (TrainingDiverged, DiskFull)) else 2
+        return e.exit_status
     finally:  # a launched process that exits with gloo's threads still running can abort ("terminate called without an active exception")
         if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 

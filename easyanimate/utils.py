@@ -19,7 +19,7 @@ __all__ = ['PICKLE_SUFFIXES', 'DISK_FULL_ERRNOS', 'DISK_FULL_TEXTS', 'EasyAnimat
 # %% ../nbs/00_utils.ipynb #a4367c1f
 class EasyAnimateError(ValueError):
     "A problem with the user's input or files, explained in one line."
-    pass
+    exit_status = 2   # a command line's status for it (argparse's for bad arguments); a failure that is not bad input says 1
 
 def did_you_mean(name, choices) -> str:
     "' (did you mean X?)' naming the choice closest to the misspelt `name`, or '' when none is close."
