@@ -374,15 +374,15 @@ def commit_checkpoint(tmp, final) -> Path:
     else: os.replace(tmp, final)
     return final
 
-RUN_FILES = ('train_config.yaml', 'logs', 'loss_curve.png', 'sanity_check', 'validation', 'skipped_samples.txt')  # and the exports
+RUN_FILES = ('train_config.yaml', 'logs', 'loss_curve.png', 'sanity_check', 'validation', 'skipped_samples.txt',
+             'motion_module.safetensors', 'transformer.safetensors', 'lora.safetensors')   # every name of EXPORT_NAMES (checked below)
 PARTIAL_CHECKPOINT_RE = re.compile(r'^\.checkpoint-\d+\.(tmp|old)$')
 
 def earlier_run(output_dir) -> list[Path]:
     "What a run left in `output_dir`: checkpoints (complete or not), logs, exports, validation clips (other files are not a run's)."
     d = Path(output_dir)
     if not d.is_dir(): return []
-    names = {*RUN_FILES, *EXPORT_NAMES.values()}
-    found = [p for p in d.iterdir() if p.name in names or CHECKPOINT_RE.match(p.name) or PARTIAL_CHECKPOINT_RE.match(p.name)]
+    found = [p for p in d.iterdir() if p.name in RUN_FILES or CHECKPOINT_RE.match(p.name) or PARTIAL_CHECKPOINT_RE.match(p.name)]
     return sorted(found, key=lambda p: (0, checkpoint_step(p), '') if CHECKPOINT_RE.match(p.name) else (1, 0, p.name))
 
 def check_output_dir(config) -> list[Path]:
