@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_ui.ipynb #41d92edc
 from __future__ import annotations
-import argparse, base64, contextlib, html, io, random, shlex, tempfile, threading, time, traceback
+import argparse, base64, contextlib, html, io, random, re, shlex, tempfile, threading, time, traceback
 from pathlib import Path
 import ipywidgets as W
 from .utils import EasyAnimateError
@@ -18,7 +18,7 @@ from .video_io import DEFAULT_OUTPUT_DIR, is_folder_output, save_video
 __all__ = ['CHECKPOINT_SUFFIXES', 'FILE_OPTIONS', 'VALUE_OPTIONS', 'INPAINT_OPTIONS', 'MIME_TYPES', 'EMBED_LIMIT',
            'MESSAGE_COLOURS', 'STATIC_NOTE', 'personalized_kind', 'scan_models', 'generate_argv', 'command_line',
            'plan_request', 'media_html', 'download_html', 'GeneratorUI', 'refresh_models', 'apply_defaults', 'values',
-           'wait']
+           'in_form_words', 'wait']
 
 # %% ../nbs/15_ui.ipynb #ad93b604
 CHECKPOINT_SUFFIXES = ('.safetensors', '.pt', '.pth', '.ckpt', '.bin')
@@ -276,6 +276,14 @@ GeneratorUI.values, GeneratorUI.command_line = values, _command_line
 def _say(self, text, kind='info'):
     self.message.value = f'<span style="color: {MESSAGE_COLOURS[kind]}">{html.escape(text)}</span>' if text else ''
 
+def in_form_words(self, text) -> str:
+    "A message of the command line in the form's words: each --option named by the label of the field that sets it."
+    fields = {'model': self.base_model, 'transformer_checkpoint': self.checkpoint}
+    def label(m):
+        w = fields.get(m[1].replace('-', '_')) or getattr(self, m[1].replace('-', '_'), None)
+        return f"'{w.description}'" if getattr(w, 'description', '') else m[0]
+    return re.sub(r'--([a-z][a-z-]*)', label, text)
+
 def _on_generate(self, *_):
     if not self._busy.acquire(blocking=False):
         return self._say('still making the previous video: this click was ignored (wait for it, or press Stop)', 'warn')
@@ -284,7 +292,7 @@ def _on_generate(self, *_):
         plan, args = plan_request(v, self.pipeline)
     except EasyAnimateError as e:
         self._busy.release()
-        return self._say(str(e), 'error')
+        return self._say(self.in_form_words(str(e)), 'error')
     self._say('')
     self.command.value = f'<small>same as: <code>{html.escape(command_line(v))}</code></small>'
     self._stop.clear()
@@ -298,7 +306,7 @@ def wait(self, timeout=None):
     if self._thread is not None: self._thread.join(timeout)
     return self.result_path
 
-for _f in (_say, _on_generate, wait): setattr(GeneratorUI, _f.__name__, _f)
+for _f in (_say, in_form_words, _on_generate, wait): setattr(GeneratorUI, _f.__name__, _f)
 
 # %% ../nbs/15_ui.ipynb #49f50d9d
 @contextlib.contextmanager

@@ -72,12 +72,13 @@ def test_a_click_while_busy_is_refused_and_the_result_is_never_mixed(in_tmp):
 @pytest.mark.parametrize('change', [dict(prompt=' '), dict(steps=0), dict(guidance=-2.0), dict(fps=0), dict(frames=0),
                                     dict(size='30x64'), dict(size='wide'), dict(sampler='DPM++', steps=-1), dict(out='out/clip.avi'),
                                     dict(device='cuda:7')])
-def test_bad_settings_get_the_command_lines_message_in_the_widget(in_tmp, change):
+def test_bad_settings_get_the_command_lines_message_in_the_forms_words(in_tmp, change):
     ui = small(GeneratorUI(run_in_thread=False), **change)
     ui.generate_button.click()
     status, err = run_cli(generate_argv(ui.values()))
     assert status == 2 and err.startswith('easyanimate: error: ')
-    assert ui.message.value == f'<span style="color: #b00020">{html.escape(err.strip().removeprefix("easyanimate: error: "))}</span>'
+    said = ui.in_form_words(err.strip().removeprefix("easyanimate: error: "))   # each --option named by its field's label
+    assert ui.message.value == f'<span style="color: #b00020">{html.escape(said)}</span>' and '--' not in said
     assert ui.result_path is None and not (in_tmp / 'samples').exists() and not (in_tmp / 'out').exists()
     assert not ui.generate_button.disabled
     ui.generate_button.click()   # and the widget is not stuck
