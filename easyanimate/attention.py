@@ -16,7 +16,8 @@ from .utils import EasyAnimateError
 __all__ = ['ATTENTION_BACKENDS', 'BMM_MAX_KEYS', 'ONEDNN_DTYPES', 'naive_attention', 'check_backend', 'get_attention_backend',
            'set_attention_backend', 'attention_backend', 'is_cpu_half', 'bmm_attention', 'sliced_attention', 'attend',
            'mask_to_bias', 'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'half_is_emulated',
-           'OneDNNLinear', 'linear_kernel', 'linear', 'geglu', 'FeedForward', 'AttnProcessor', 'Attention']
+           'OneDNNLinear', 'linear_kernel', 'linear', 'geglu', 'FeedForward', 'EasyAnimateV1AttnProcessor',
+           'EasyAnimateV1Attention']
 
 # %% ../nbs/01_attention.ipynb #89744687
 def naive_attention(q, k, v, bias=None, scale=None):
@@ -189,8 +190,8 @@ class FeedForward(DiffusersFeedForward):
         return x
 
 # %% ../nbs/01_attention.ipynb #34363c21
-class AttnProcessor:
-    "What an `Attention` layer computes, as a diffusers attention processor: this package's kernels, or diffusers' attention dispatch once a diffusers backend is set (`_attention_backend`)."
+class EasyAnimateV1AttnProcessor:
+    "What an `EasyAnimateV1Attention` layer computes, as a diffusers attention processor: this package's kernels, or diffusers' attention dispatch once a diffusers backend is set (`_attention_backend`)."
     _attention_backend = None
     _parallel_config = None
 
@@ -217,16 +218,16 @@ def _concat_linear(*layers):
         if b is not None: fused.bias.copy_(b)
     return fused
 
-class Attention(nn.Module, AttentionModuleMixin):
+class EasyAnimateV1Attention(nn.Module, AttentionModuleMixin):
     "Multi-head attention with diffusers/v1 parameter names (`to_q`, `to_k`, `to_v`, `to_out.0`) and diffusers' processor interface."
-    _default_processor_cls = AttnProcessor
-    _available_processors = [AttnProcessor]
+    _default_processor_cls = EasyAnimateV1AttnProcessor
+    _available_processors = [EasyAnimateV1AttnProcessor]
     def __init__(self, query_dim, heads=8, dim_head=64, cross_attention_dim=None, bias=False, out_bias=True,
                  dropout=0.0, upcast=False, chunk_size=None, backend=None):
         super().__init__()
         inner, kv_dim = heads * dim_head, cross_attention_dim or query_dim
         self.heads, self.scale, self.upcast, self.chunk_size = heads, dim_head ** -0.5, upcast, chunk_size
-        self.backend, self.slice_size, self.processor = backend, None, AttnProcessor()
+        self.backend, self.slice_size, self.processor = backend, None, EasyAnimateV1AttnProcessor()
         self.to_q = nn.Linear(query_dim, inner, bias=bias)
         self.to_k = nn.Linear(kv_dim, inner, bias=bias)
         self.to_v = nn.Linear(kv_dim, inner, bias=bias)

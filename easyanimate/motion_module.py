@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 from .utils import EasyAnimateError
-from .attention import Attention, FeedForward, linear
+from .attention import EasyAnimateV1Attention, FeedForward, linear
 
 # %% auto #0
 __all__ = ['V1_MOTION_MODULE_KWARGS', 'MOTION_MODULE_TYPES', 'sinusoidal_table', 'PositionalEncoding', 'check_grid',
@@ -63,7 +63,7 @@ def sequences_to_grid(x, frames, height, width, block_size):
     return grid_view(x, frames, height, width, block_size).reshape(-1, height * width, x.shape[-1])
 
 # %% ../nbs/02_motion_module.ipynb #9aa19b06
-class TemporalAttention(Attention):
+class TemporalAttention(EasyAnimateV1Attention):
     "Self-attention along time over grid sequences [(B h/n w/n), F*n*n, D], with sinusoidal frame positions."
     def __init__(self, dim, heads=8, dim_head=None, position_encoding=True, max_len=4096, chunk_size=512, **kwargs):
         super().__init__(dim, heads=heads, dim_head=dim_head or dim // heads, chunk_size=chunk_size, **kwargs)

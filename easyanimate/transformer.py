@@ -17,7 +17,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.embeddings import PatchEmbed, PixArtAlphaTextProjection
 from diffusers.models.normalization import AdaLayerNormSingle
 from .utils import EasyAnimateError, load_state_dict, key_report, KeyReport
-from .attention import Attention, FeedForward, linear, mask_to_bias, check_backend, ATTENTION_BACKENDS
+from .attention import EasyAnimateV1Attention, FeedForward, linear, mask_to_bias, check_backend, ATTENTION_BACKENDS
 from .motion_module import get_motion_module, PositionalEncoding, V1_MOTION_MODULE_KWARGS
 
 _logger = logging.getLogger(__name__)
@@ -56,10 +56,10 @@ class VideoTransformerBlock(nn.Module):
         self.per_frame = block_type == 'motionmodule'
         attn = dict(heads=heads, dim_head=head_dim, bias=attention_bias, dropout=dropout, upcast=upcast_attention)
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=norm_elementwise_affine, eps=norm_eps)
-        self.attn1 = Attention(dim, **attn)
+        self.attn1 = EasyAnimateV1Attention(dim, **attn)
         self.attn_temporal = get_motion_module(dim, motion_module_type, motion_module_kwargs) if self.per_frame else None
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=norm_elementwise_affine, eps=norm_eps)
-        self.attn2 = Attention(dim, cross_attention_dim=cross_attention_dim, **attn) if cross_attention_dim is not None else None
+        self.attn2 = EasyAnimateV1Attention(dim, cross_attention_dim=cross_attention_dim, **attn) if cross_attention_dim is not None else None
         self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim ** 0.5)
 
@@ -239,7 +239,7 @@ class Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMix
     def set_attention_backend(self, backend):
         "Attention kernel of every layer: this package's ('auto', 'sdpa', 'naive'), or any of diffusers' attention dispatch ('native', 'flash', '_native_cudnn', 'sage', ...); None: the process-wide default."
         from diffusers.models.attention_dispatch import AttentionBackendName
-        layers = [m for m in self.modules() if isinstance(m, Attention)]
+        layers = [m for m in self.modules() if isinstance(m, EasyAnimateV1Attention)]
         if backend is None or backend in ATTENTION_BACKENDS:
             for m in layers: m.backend, m.processor._attention_backend = backend, None
             return
@@ -255,7 +255,7 @@ class Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMix
     def set_attention_slice(self, slice_size):
         "diffusers' attention slicing: every layer attends `slice_size` heads at a time ('auto': half of them, 'max': one, None: all)."
         for m in self.modules():
-            if isinstance(m, Attention): m.set_attention_slice({'auto': max(1, m.heads // 2), 'max': 1}.get(slice_size, slice_size))
+            if isinstance(m, EasyAnimateV1Attention): m.set_attention_slice({'auto': max(1, m.heads // 2), 'max': 1}.get(slice_size, slice_size))
 
 # %% ../nbs/03_transformer.ipynb #5e87e4ec
 POSITION_TABLES = ('pos_encoder.pe', 't_pos.pe')

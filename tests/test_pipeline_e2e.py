@@ -80,3 +80,18 @@ def test_save_and_load_round_trip(pipe, tmp_path):
 def test_bad_requests_fail_before_work(pipe):
     for bad in [dict(height=40), dict(video_length=0), dict(num_inference_steps=0)]:
         with pytest.raises(EasyAnimateError): pipe('a red circle', **{**KW, **bad})
+
+
+def test_no_class_borrows_a_diffusers_name():
+    # diffusers resolves class names from its own namespace (a pipeline's `_class_name`, a processor's name in a
+    # traceback): a class of ours named like one of diffusers' that it is not would be found, or read, as theirs
+    import importlib, inspect, pkgutil
+    import diffusers, easyanimate
+    from diffusers.models import attention, attention_processor
+    theirs = {n: getattr(m, n) for m in (diffusers, attention, attention_processor) for n in dir(m) if n[:1].isupper()}
+    ours = {n: c for info in pkgutil.iter_modules(easyanimate.__path__) if not info.name.startswith('_')
+            for n, c in vars(importlib.import_module(f'easyanimate.{info.name}')).items()
+            if inspect.isclass(c) and c.__module__.startswith('easyanimate')}
+    clashes = [n for n, c in ours.items() if n in theirs and not (inspect.isclass(theirs[n]) and issubclass(c, theirs[n]))]
+    assert clashes == [], clashes
+    assert 'EasyAnimatePipeline' in theirs and 'EasyAnimateV1Pipeline' in ours   # the clash that motivated the rename
