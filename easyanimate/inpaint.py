@@ -50,7 +50,7 @@ def widen_transformer(model: Transformer3DModel, image_embed_dim: int | None = N
     return (wide if wide.dtype == model.dtype else wide.to(model.dtype)).train(model.training)
 
 
-# %% ../nbs/17_inpaint.ipynb #657d09cc
+# %% ../nbs/17_inpaint.ipynb #7606bc39
 def _runs(frames):
     "Index of the first frame of each run of equal consecutive frames, and each frame's run."
     new = torch.ones(len(frames), dtype=torch.bool, device=frames.device)
@@ -74,11 +74,11 @@ def _means(vae, frames, chunk):
     return torch.stack([out[i] for i in range(len(frames))])
 
 @torch.no_grad()
-def encode_video(vae, video, generator=None, sample=False, chunk=8) -> torch.Tensor:
-    "Pixels [B, 3, F, H, W] in [-1, 1] -> scaled VAE latents [B, 4, F, H/8, W/8], frame by frame (posterior mean unless `sample`)."
+def encode_video(vae, video, generator=None, sample=False, chunk=8, device=None) -> torch.Tensor:
+    "Pixels [B, 3, F, H, W] in [-1, 1] -> scaled VAE latents [B, 4, F, H/8, W/8], frame by frame (posterior mean unless `sample`), on `device` (default: the VAE's)."
     b, _, f = video.shape[:3]
     weight = vae.encoder.conv_in.weight   # (vae.device and vae.dtype walk every module)
-    frames = video.transpose(1, 2).flatten(0, 1).to(device=weight.device, dtype=weight.dtype)
+    frames = video.transpose(1, 2).flatten(0, 1).to(device=device or weight.device, dtype=weight.dtype)   # (offloaded: the execution device)
     if sample: latents = torch.cat([vae.encode(x).latent_dist.sample(generator) for x in frames.split(chunk)])
     else:   # the mean is a function of the frame: equal frames (a tiled start image, a constant mask) are encoded once
         first, run = _runs(frames)
@@ -90,13 +90,13 @@ def check_mask(video, mask):
     if mask.ndim != 5 or mask.shape[1] != 1 or mask.shape[0] != video.shape[0] or mask.shape[2:] != video.shape[2:]:
         raise EasyAnimateError(f"mask must be [batch, 1, frames, height, width] like the video {tuple(video.shape)} (1 = generate, 0 = keep); got {tuple(mask.shape)}")
 
-def inpaint_latents(vae, video, mask, generator=None, sample=False) -> torch.Tensor:
+def inpaint_latents(vae, video, mask, generator=None, sample=False, device=None) -> torch.Tensor:
     "V3's conditioning [B, 8, F, h, w]: the mask latents, then the masked-video latents (mask 1 = generate; masked pixels black)."
     check_mask(video, mask)
     mask = mask.to(video.dtype)
     masked = video * (1 - mask) - mask                 # generated pixels set to -1 (black)
-    return torch.cat([encode_video(vae, mask.expand_as(video), generator, sample),
-                      encode_video(vae, masked, generator, sample)], dim=1)
+    return torch.cat([encode_video(vae, mask.expand_as(video), generator, sample, device=device),
+                      encode_video(vae, masked, generator, sample, device=device)], dim=1)
 
 
 # %% ../nbs/17_inpaint.ipynb #3449886b
@@ -203,7 +203,7 @@ def pixels_to_tensor(pixels) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
 
 
-# %% ../nbs/17_inpaint.ipynb #af217ddd
+# %% ../nbs/17_inpaint.ipynb #1de033bd
 @dataclass
 class Condition:
     "The latent-space conditioning of one request, for a batch: inpaint channels, CLIP image embeddings, clean latents for `strength`."
@@ -249,11 +249,11 @@ def prepare_condition(pipe, batch, video_length, height, width, image=None, end_
     if inpaint_model:
         if pixels is None: px, mask = -torch.ones(1, 3, video_length, height, width, device=device), torch.ones(1, 1, video_length, height, width, device=device)
         else: px, mask = pixels, torch.from_numpy(req.mask)[None, None].to(device)
-        cond.inpaint = inpaint_latents(pipe.vae, px, mask).to(dtype).repeat(batch, 1, 1, 1, 1)
+        cond.inpaint = inpaint_latents(pipe.vae, px, mask, device=device).to(device, dtype).repeat(batch, 1, 1, 1, 1)
     encoder = getattr(pipe, 'image_encoder', None)
     if req.clip_frame is not None and encoder is not None and pipe.transformer.clip_projection is not None:
         cond.image_embeds = image_embeds(encoder, pipe.image_processor, [Image.fromarray(req.clip_frame)]).to(device, dtype).repeat(batch, 1)
-    if strength < 1: cond.init = encode_video(pipe.vae, pixels).to(dtype).repeat(batch, 1, 1, 1, 1)
+    if strength < 1: cond.init = encode_video(pipe.vae, pixels, device=device).to(device, dtype).repeat(batch, 1, 1, 1, 1)
     return cond
 
 

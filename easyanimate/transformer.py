@@ -162,7 +162,7 @@ def join_inpaint_latents(model, x, inpaint_latents):
             or x.shape[1] + inpaint_latents.shape[1] != c:
         raise EasyAnimateError(f"inpaint_latents {tuple(inpaint_latents.shape)} must match hidden_states {tuple(x.shape)} in batch, frames, height "
                                f"and width, and the channels of both must add up to this transformer's in_channels {c}")
-    return torch.cat([x, inpaint_latents.to(x.dtype)], dim=1)
+    return torch.cat([x, inpaint_latents.to(x.device, x.dtype)], dim=1)
 
 def add_image_tokens(model, context, mask, image_embeds, image_mask=None):
     "Append the projected CLIP image tokens to the caption tokens (and their keep-mask, all ones unless given)."
