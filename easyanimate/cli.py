@@ -263,6 +263,8 @@ def _component_line(folder, name, cls, info):
         c = info['transformer_config']
         what = f"{c.get('num_layers')} layers, width {c.get('num_attention_heads', 0) * c.get('attention_head_dim', 0)}, patch {c.get('patch_size')}, caption {c.get('caption_channels')}"
         what += (f"; video, {c.get('basic_block_type')} {c.get('motion_module_type', '')}".rstrip() if info['is_video'] else "; 2D PixArt, no motion module: give --motion-module (without one the frames do not move)")
+        if c.get('in_channels') == 12:   # the inpainting chapter's model: what --image, --mask and --segment-frames need
+            what += f"; inpaint model (12 input channels{', CLIP image tokens' if c.get('image_embed_dim') else ''}{', image_encoder/' if (Path(folder) / 'image_encoder').is_dir() else ''})"
     elif name == 'vae': what = f"{cfg.get('latent_channels')} latent channels, {2 ** (len(cfg.get('block_out_channels', [])) - 1)}x down, scaling {cfg.get('scaling_factor')}"
     elif name == 'text_encoder': what = f"{cfg.get('model_type', '?')}, width {cfg.get('d_model', cfg.get('hidden_size'))}, {cfg.get('num_layers', cfg.get('num_hidden_layers'))} layers"
     elif name == 'scheduler': what = f"{cfg.get('prediction_type', 'epsilon')} prediction; samples with the folder's default sampler or --sampler"

@@ -77,3 +77,10 @@ def test_bad_requests_get_one_line_and_status_2_and_write_nothing(folders, tmp_p
     r = run(capsys, 'generate', 'a red circle', *model, *TINY, '--out', tmp_path / 'old.mp4', '--overwrite', *extra)
     assert r.returncode == 2 and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
     assert (tmp_path / 'old.mp4').read_bytes() == b'kept' and sorted(p.name for p in tmp_path.iterdir()) == ['old.mp4']
+
+
+def test_info_says_a_folder_is_an_inpaint_model(folders, capsys):
+    r = run(capsys, 'info', folders / 'inpaint')
+    assert r.returncode == 0 and 'inpaint model (12 input channels, CLIP image tokens, image_encoder/)' in r.stdout
+    r = run(capsys, 'info', folders / 't2v')
+    assert r.returncode == 0 and 'inpaint model' not in r.stdout
