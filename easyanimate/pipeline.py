@@ -470,6 +470,7 @@ def from_pretrained(cls, pretrained_model_name_or_path, motion_module=None, tran
     kwargs.setdefault('local_files_only', True)
     kwargs[_DTYPE_ARG] = torch_dtype
     pipe = _wrap_load_errors(folder, DiffusionPipeline.from_pretrained.__func__, cls, folder, **kwargs)
+    if schedule := model_schedule(model_scheduler_config(folder)): pipe._model_schedule = schedule   # the folder's, whatever scheduler was passed
     if lora: pipe.merge_lora(lora, _pick(lora_weight, pipe.generation_defaults['lora_weight']))
     return pipe
 
