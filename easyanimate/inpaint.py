@@ -138,7 +138,7 @@ def image_embeds(encoder, processor, images) -> torch.Tensor:
     return encoder(pixel_values=pixels.to(device=encoder.device, dtype=encoder.dtype)).image_embeds
 
 
-# %% ../nbs/17_inpaint.ipynb #56299d28
+# %% ../nbs/17_inpaint.ipynb #98e6e51c
 CLIP_APPLY_RATIO = 0.5   # V3: the image tokens act in the last half of the steps
 
 def _frames(x, what) -> np.ndarray:
@@ -167,14 +167,14 @@ class ConditionFrames:
     mask: np.ndarray | None = None
     clip_frame: np.ndarray | None = None
 
-def condition_frames(video_length, height, width, image=None, end_image=None, video=None, mask_video=None) -> ConditionFrames:
+def condition_frames(video_length, height, width, image=None, end_image=None, video=None, mask_video=None, frames_name='video_length') -> ConditionFrames:
     "What to keep and what to generate, from a start image (or k start frames), an end image, or a video and its mask."
     if end_image is not None and image is None: raise EasyAnimateError("end_image needs a start image: pass image= too")
     if mask_video is not None and video is None: raise EasyAnimateError("mask_video needs the video it masks: pass video= too")
     if video is not None and image is not None: raise EasyAnimateError("give either image (start frames) or video (to inpaint or redo), not both")
     if video is not None:
         frames = _frames(video, 'video')
-        if len(frames) != video_length: raise EasyAnimateError(f"the video has {len(frames)} frames but video_length is {video_length}: they must be equal")
+        if len(frames) != video_length: raise EasyAnimateError(f"the video has {len(frames)} frames but {frames_name} is {video_length}: they must be equal")
         if mask_video is None: return ConditionFrames('v2v', _resized(frames, height, width), np.ones((video_length, height, width), np.float32))
         m = _frames(mask_video, 'mask_video')
         if m.shape[1:3] != frames.shape[1:3]:
@@ -190,7 +190,7 @@ def condition_frames(video_length, height, width, image=None, end_image=None, vi
         raise EasyAnimateError(f"end_image is {ends.shape[2]}x{ends.shape[1]} px, the start image {start.shape[2]}x{start.shape[1]}: give them the same aspect ratio")
     k, e = len(start), len(ends)
     if k + e >= video_length:
-        raise EasyAnimateError(f"video_length {video_length} leaves no frame to generate after {k} start and {e} end frame(s)")
+        raise EasyAnimateError(f"{frames_name} {video_length} leaves no frame to generate after {k} start and {e} end frame(s)")
     start, ends = _resized(start, height, width), _resized(ends, height, width) if e else ends.reshape(0, height, width, 3)
     pixels = np.concatenate([start, np.repeat(start[-1:], video_length - k - e, 0), ends])
     mask = np.ones((video_length, height, width), np.float32)
@@ -329,7 +329,7 @@ def generate_long(pipe, prompt, video_length, segment_frames, overlap=LONG_VIDEO
     return EasyAnimateV1PipelineOutput(videos=videos) if return_dict else (videos,)
 
 
-# %% ../nbs/17_inpaint.ipynb #5cfb91b1
+# %% ../nbs/17_inpaint.ipynb #1741f0b6
 V2V_STRENGTH = 0.7   # V4's video-to-video default
 
 def read_input(path, flag, image_only=False) -> np.ndarray:
@@ -374,7 +374,7 @@ def plan_inputs(args, transformer_config, vae_scale_factor, plan) -> dict:
         raise EasyAnimateError(f"{wanted[0]} needs an inpaint model ({INPAINT_CHANNELS} input channels); {plan['model'] or 'the random fallback'} is text-to-video only "
                                f"({transformer_config.get('in_channels')}): --video with --strength works with it")
     condition_frames(args.segment_frames if segments else plan['frames'], plan['height'], plan['width'],
-                     inputs['image'], None if segments else inputs['end_image'], inputs['video'], inputs['mask_video'])   # sizes and lengths, now
+                     inputs['image'], None if segments else inputs['end_image'], inputs['video'], inputs['mask_video'], '--segment-frames' if segments else '--frames')   # sizes and lengths, now
     return dict(inputs, strength=strength, segment_frames=args.segment_frames, overlap=LONG_VIDEO_OVERLAP if args.overlap is None else args.overlap)
 
 
