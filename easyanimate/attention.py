@@ -98,8 +98,8 @@ def mask_to_bias(mask, dtype=torch.float32):
 
 # %% ../nbs/01_attention.ipynb #18cd387e
 def is_plain_linear(layer):
-    "A bare `nn.Linear` (no subclass such as a peft adapter, no forward hooks such as a LoRA's): its weight is all it computes."
-    return type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
+    "A bare `nn.Linear` (no subclass such as a peft adapter, no forward hooks such as a LoRA's, no forward replaced by a diffusers hook): its weight is all it computes."
+    return type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks or 'forward' in vars(layer))
 
 def can_fuse(*layers):
     return all(map(is_plain_linear, layers)) and len({l.bias is None for l in layers}) == 1 and len({l.weight.dtype for l in layers}) == 1
@@ -228,6 +228,7 @@ class EasyAnimateV1Attention(nn.Module, AttentionModuleMixin):
         inner, kv_dim = heads * dim_head, cross_attention_dim or query_dim
         self.heads, self.scale, self.upcast, self.chunk_size = heads, dim_head ** -0.5, upcast, chunk_size
         self.backend, self.slice_size, self.processor = backend, None, EasyAnimateV1AttnProcessor()
+        self.is_cross_attention = cross_attention_dim is not None   # how diffusers' hooks tell cross- from self-attention
         self.to_q = nn.Linear(query_dim, inner, bias=bias)
         self.to_k = nn.Linear(kv_dim, inner, bias=bias)
         self.to_v = nn.Linear(kv_dim, inner, bias=bias)

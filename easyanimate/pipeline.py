@@ -21,6 +21,7 @@ from .samplers import (DEFAULT_SAMPLER, get_scheduler, switch_sampler, model_sch
 from .lora import merge_lora, EasyAnimateV1LoraLoaderMixin
 from .inpaint import CLIP_APPLY_RATIO, LONG_VIDEO_OVERLAP, prepare_condition, strength_timesteps, start_latents, generate_long, load_image_encoder, widen_transformer, INPAINT_CHANNELS
 from .attention import half_is_emulated
+from .step_cache import cached_run, denoiser_context, resolve_cache
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ V1_NEGATIVE_PROMPT = ("Strange motion trajectory, a poor composition and deforme
 V1_DEFAULTS = dict(num_inference_steps=30, guidance_scale=7.0, video_length=80, fps=12, seed=42, sampler=DEFAULT_SAMPLER, lora_weight=0.55)
 MAX_SEQUENCE_LENGTH = 120
 GENERATION_DEFAULTS = dict(frames=80, size=None, steps=30, guidance=7.0, sampler=DEFAULT_SAMPLER, negative_prompt=V1_NEGATIVE_PROMPT,
-                           fps=12, seed=42, lora_weight=0.55)
+                           fps=12, seed=42, lora_weight=0.55, cache=None)   # cache: the step-cache setting `auto` means (step-cache chapter)
 TINY_DEFAULTS = dict(frames=16, negative_prompt='')   # the tiny random stand-in for a missing demo model
 LEGACY_DEFAULTS_FILE = 'easyanimate_defaults.json'
 
@@ -155,6 +156,10 @@ class EasyAnimateV1Pipeline(DiffusionPipeline, EasyAnimateV1LoraLoaderMixin):
     def do_classifier_free_guidance(self): return self._guidance_scale > 1
     @property
     def num_timesteps(self): return self._num_timesteps
+    step_cache = None         # the step-cache setting each call runs with (step-cache chapter); None: off
+    _current_timestep = None
+    @property
+    def current_timestep(self): return self._current_timestep
 
     def set_sampler(self, name):
         "Sample with `name` (see `easyanimate.samplers`), keeping the model's noise schedule and prediction type; it becomes the default `save_pretrained` keeps."
@@ -223,8 +228,9 @@ def predict_noise(self, latents, t, embeds, mask, guidance_scale, added, **model
     x = torch.cat([latents] * 2) if cfg else latents
     x = self.scheduler.scale_model_input(x, t)
     timestep = torch.as_tensor(t, device=x.device).expand(x.shape[0])
-    noise = self.transformer(x, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=timestep,
-                             added_cond_kwargs=added, return_dict=False, **model_kwargs)[0].float()
+    with denoiser_context(self.transformer, 'cond_uncond' if cfg else 'cond'):
+        noise = self.transformer(x, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=timestep,
+                                 added_cond_kwargs=added, return_dict=False, **model_kwargs)[0].float()
     if cfg:
         uncond, text = noise.chunk(2)
         noise = uncond + guidance_scale * (text - uncond)
@@ -337,14 +343,17 @@ def generate(self, prompt=None, negative_prompt=None, video_length=None, height=
     latents = start_latents(self.scheduler, cond, self.prepare_latents(n * num_videos_per_prompt, frames, height, width, embeds.dtype, device, generator, latents), timesteps)
     added = self._added_cond(height, width, context.shape[0], device, embeds.dtype)
     extra = step_kwargs(self.scheduler, generator, eta)
-    for i, t in enumerate(self.progress_bar(timesteps)):
-        if self.interrupt: break
-        noise = self.predict_noise(latents, t, context, context_mask, guidance_scale, added, **cond.model_kwargs(i, len(timesteps), cfg))
-        latents = self.scheduler.step(noise, t, latents.float(), **extra).prev_sample.to(embeds.dtype)
-        if callback_on_step_end is not None:
-            state = dict(latents=latents, prompt_embeds=embeds, negative_prompt_embeds=neg_embeds)
-            out = callback_on_step_end(self, i, t, {k: state[k] for k in callback_on_step_end_tensor_inputs}) or {}
-            latents = out.get('latents', latents)
+    with cached_run(self, len(timesteps)):
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            self._current_timestep = t
+            if self.interrupt: break
+            noise = self.predict_noise(latents, t, context, context_mask, guidance_scale, added, **cond.model_kwargs(i, len(timesteps), cfg))
+            latents = self.scheduler.step(noise, t, latents.float(), **extra).prev_sample.to(embeds.dtype)
+            if callback_on_step_end is not None:
+                state = dict(latents=latents, prompt_embeds=embeds, negative_prompt_embeds=neg_embeds)
+                out = callback_on_step_end(self, i, t, {k: state[k] for k in callback_on_step_end_tensor_inputs}) or {}
+                latents = out.get('latents', latents)
+    self._current_timestep = None
     videos = latents if output_type == 'latent' else postprocess(self.decode_latents(latents, decode_chunk_size), output_type)
     self.maybe_free_model_hooks()
     return EasyAnimateV1PipelineOutput(videos=videos) if return_dict else (videos,)
@@ -520,16 +529,18 @@ def _quietly(fn, *args, **kwargs):
     finally: dlog.set_verbosity(level)
 
 def load_pipeline(model_dir, motion_module=None, transformer_checkpoint=None, lora=None, lora_weight=None,
-                  sampler=None, dtype='auto', device='auto', cpu_offload=False) -> EasyAnimateV1Pipeline:
-    "Load a pipeline folder with v1's extras, choose sampler (default: the folder's), dtype and device (optionally model CPU offload)."
+                  sampler=None, dtype='auto', device='auto', cpu_offload=False, cache=None) -> EasyAnimateV1Pipeline:
+    "Load a pipeline folder with v1's extras, choose sampler (default: the folder's), dtype and device (optionally model CPU offload) and step cache (None/'off', 'auto', a method name or setting, a diffusers cache config)."
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     if half_is_emulated(torch_dtype, device):
         logger.warning(f"{torch_dtype} on this CPU ({torch.backends.cpu.get_cpu_capability()}, no bf16/fp16 instructions) is emulated and several times slower than fp32; fp32 is the fast choice here")
     d = model_defaults(model_dir)
+    step_cache = resolve_cache(cache, d['cache'])
     pipe = _quietly(EasyAnimateV1Pipeline.from_pretrained, model_dir, motion_module=motion_module, transformer_checkpoint=transformer_checkpoint,
                     sampler=_pick(sampler, d['sampler']), torch_dtype=torch_dtype)
     if lora: pipe.merge_lora(lora, _pick(lora_weight, d['lora_weight']), backup=False)
     if cpu_offload and device != 'cpu': pipe.enable_model_cpu_offload(device=device)
     else: _quietly(pipe.to, device)
+    pipe.step_cache = step_cache
     return pipe

@@ -13,6 +13,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.attention import AttentionMixin
 from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.cache_utils import CacheMixin
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.embeddings import PatchEmbed, PixArtAlphaTextProjection
 from diffusers.models.normalization import AdaLayerNormSingle
@@ -73,13 +75,16 @@ class VideoTransformerBlock(nn.Module):
         video = x.reshape(b, frames, height, width, c).permute(0, 4, 1, 2, 3)      # [B, D, F, h, w] view of the tokens
         return self.attn_temporal(video).permute(0, 2, 3, 4, 1).reshape(b, n, c)  # a view again: the module keeps the memory order
 
-    def forward(self, x, context, context_bias, timestep, frames, height, width):
+    def forward(self, hidden_states, encoder_hidden_states, context_bias, timestep, frames, height, width):
+        x, context = hidden_states, encoder_hidden_states   # diffusers' names: its cache hooks read the block's inputs by name
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + timestep.reshape(x.shape[0], 6, -1)).chunk(6, dim=1)
         x = torch.addcmul(x, gate_msa, self.self_attention(modulate(self.norm1(x), shift_msa, scale_msa), frames))
         if self.attn_temporal is not None: x = self.motion(x, frames, height, width)
         if self.attn2 is not None: x = self.attn2(x, context, context_bias) + x
         return torch.addcmul(x, gate_mlp, self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp)))
+
+TransformerBlockRegistry.register(VideoTransformerBlock, TransformerBlockMetadata(return_hidden_states_index=0, return_encoder_hidden_states_index=None))
 
 # %% ../nbs/03_transformer.ipynb #4d68e031
 def check_supported(norm_type, num_embeds_ada_norm, in_channels, patch_size, basic_block_type, patch_3d, fake_3d,
@@ -178,7 +183,7 @@ def add_image_tokens(model, context, mask, image_embeds, image_mask=None):
     tokens = model.clip_projection(image_embeds.to(context.dtype))
     return torch.cat([context, tokens], dim=1), torch.cat([mask.to(image_mask.dtype), image_mask], dim=1)
 
-class Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin):
+class Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin, CacheMixin):
     "EasyAnimate v1's video DiT: PixArt-alpha with per-frame patches and spatial attention plus a motion module per block."
     _supports_gradient_checkpointing = True
     _no_split_modules = ['VideoTransformerBlock', 'PatchEmbed']
