@@ -118,11 +118,12 @@ def main():
         report = evaluate(lambda prompt, seed: made.append(gen(prompt, seed)) or made[-1], prompts, verbose=False)
         clips[label] = np.stack(made).astype(np.float64) / 255
         mse = ((clips[label] - clips['off']) ** 2).reshape(len(made), -1).mean(1)
-        psnr = float(np.mean([10 * np.log10(1 / m) if m > 0 else 100.0 for m in mse]))
+        psnrs = [10 * np.log10(1 / m) if m > 0 else 100.0 for m in mse]
+        psnr = float(np.mean(psnrs))
         both = sum(r['both_ok'] for r in report['clips'])
         t = statistics_median(times[label])
         rows.append(dict(label=label, cache=cache, seconds=t, speedup=statistics_median(times['off']) / t,
-                         skipped=1 - flops[label] / flops['off'], both_ok=both, n=len(prompts), psnr=psnr,
+                         skipped=1 - flops[label] / flops['off'], both_ok=both, n=len(prompts), psnr=psnr, psnr_min=float(min(psnrs)),
                          times=[round(s, 4) for s in times[label]]))
         print(f"{label:16s} {t:6.3f} s  x{rows[-1]['speedup']:.2f}  skipped {rows[-1]['skipped']:5.1%}  colour+direction {both}/{len(prompts)}  PSNR {psnr:6.1f} dB", flush=True)
     eval_s = time.perf_counter() - eval_start

@@ -99,7 +99,7 @@ def mask_to_bias(mask, dtype=torch.float32):
 # %% ../nbs/01_attention.ipynb #18cd387e
 def is_plain_linear(layer):
     "A bare `nn.Linear` (no subclass such as a peft adapter, no forward hooks such as a LoRA's, no forward replaced by a diffusers hook): its weight is all it computes."
-    return type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks or 'forward' in vars(layer))
+    return type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks) and getattr(layer.forward, '__func__', None) is nn.Linear.forward
 
 def can_fuse(*layers):
     return all(map(is_plain_linear, layers)) and len({l.bias is None for l in layers}) == 1 and len({l.weight.dtype for l in layers}) == 1

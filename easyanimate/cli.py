@@ -70,6 +70,9 @@ def _generate_args(p):
     s.add_argument('--size', default=None, metavar='HxW', help="height x width in pixels (default: the model's native size, 512x512 for v1)")
     s.add_argument('--frames', type=int, default=None, metavar='N', help='number of frames (default 80; 1 makes an image)')
     s.add_argument('--num-videos', type=int, default=1, metavar='N', help='videos for the prompt, tiled into one grid video as v1 does')
+    s.add_argument('--cache', default=None, metavar='MODE', help="step caching: off (default), auto (the model's calibrated setting, else First-Block Cache 0.05), "
+                   "or fbc, magcache, pab, fastercache, taylorseer (see the step-cache chapter)")
+    s.add_argument('--cache-knob', type=float, default=None, metavar='V', help="the cache method's main knob: threshold of fbc/magcache, interval of pab/fastercache/taylorseer")
     i = p.add_argument_group('image, video and long videos (an inpaint model; see the inpainting chapter)')
     i.add_argument('--image', metavar='FILE', help='start frame (image-to-video)')
     i.add_argument('--end-image', metavar='FILE', help='end frame, with --image')
@@ -168,6 +171,8 @@ def plan_generate(args) -> dict:
     plan = dict(model=model, prompt=args.prompt, negative_prompt=pick('negative_prompt'), frames=pick('frames'), steps=pick('steps'),
                 guidance=pick('guidance'), sampler=resolve_sampler(pick('sampler')), fps=pick('fps'), seed=pick('seed'),
                 lora_weight=pick('lora_weight'), num_videos=args.num_videos)
+    from easyanimate.step_cache import resolve_cache
+    plan['cache'] = resolve_cache(args.cache or 'off', d['cache'], args.cache_knob)
     check_steps(get_scheduler(plan['sampler']), plan['steps'])
     if plan['guidance'] < 0: raise EasyAnimateError(f"--guidance must be >= 0; got {plan['guidance']}")
     if plan['fps'] < 1: raise EasyAnimateError(f"--fps must be >= 1; got {plan['fps']}")
@@ -198,7 +203,7 @@ def load_for_plan(plan, args):
     if plan['model'] is not None:
         return load_pipeline(plan['model'], motion_module=args.motion_module, transformer_checkpoint=args.transformer_checkpoint,
                              lora=args.lora, lora_weight=plan['lora_weight'], sampler=plan['sampler'], dtype=plan['dtype'],
-                             device=plan['device'], cpu_offload=args.cpu_offload)
+                             device=plan['device'], cpu_offload=args.cpu_offload, cache=plan['cache'])
     from easyanimate.tiny import tiny_pipeline
     from easyanimate.transformer import load_motion_module, load_transformer_checkpoint
     print(f"easyanimate: {DEMO_NOTICE}", file=sys.stderr)
@@ -206,6 +211,7 @@ def load_for_plan(plan, args):
     if args.transformer_checkpoint: load_transformer_checkpoint(pipe.transformer, args.transformer_checkpoint)
     if args.motion_module: load_motion_module(pipe.transformer, args.motion_module)
     if args.lora: pipe.merge_lora(args.lora, plan['lora_weight'], backup=False)
+    pipe.step_cache = plan['cache']
     return pipe.to(plan['device'], plan['dtype'])
 
 def _switches(pipe, plan, args):

@@ -148,7 +148,7 @@ def calibrate_magcache(pipe, prompts, seeds=(0,), **call_kwargs) -> list[float]:
     try:
         for prompt in prompts:
             for seed in seeds:
-                pipe(prompt, generator=torch.Generator().manual_seed(seed), output_type='latent', callback_on_step_end=grab, **call_kwargs)
+                pipe(prompt, generator=torch.Generator().manual_seed(seed), **{**call_kwargs, 'output_type': 'latent', 'callback_on_step_end': grab})
                 runs.append(list(seen))
     finally: pipe.step_cache = old
     return [round(float(x), 4) for x in torch.tensor(runs).median(0).values]

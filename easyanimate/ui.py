@@ -12,6 +12,7 @@ from .cli import DEMO_NOTICE, build_parser, classify_checkpoint, demo_model_path
 from .cli import load_for_plan, plan_generate
 from .inpaint import plan_inputs
 from .samplers import resolve_sampler, sampler_names, scheduler_sampler_name, switch_sampler
+from .step_cache import CACHE_CHOICES
 from .video_io import DEFAULT_OUTPUT_DIR, is_folder_output, save_video
 
 # %% auto #0
@@ -141,6 +142,7 @@ def _settings_widgets(self, out):
     self.sampler = _field(W.Dropdown, 'sampler', options=sampler_names())
     self.steps = _field(W.IntText, 'steps', layout=W.Layout(width='15em'))
     self.guidance = _field(W.FloatText, 'guidance', step=0.5, layout=W.Layout(width='15em'))
+    self.cache = _field(W.Dropdown, 'step cache', options=CACHE_CHOICES, tooltip="skip work between steps: auto is the model's calibrated setting", layout=W.Layout(width='15em'))
     self.seed = _field(W.IntText, 'seed', tooltip='-1: a new random seed for every video', layout=W.Layout(width='16em'))
     self.random_seed = W.Button(description='random', icon='dice', tooltip='pick a random seed', layout=W.Layout(width='7em'))
     self.random_seed.on_click(lambda _: setattr(self.seed, 'value', random.randrange(2 ** 31)))
@@ -178,7 +180,7 @@ def _layout(self):
                      self.lora_weight, _row(self.device, self.dtype), self.models_note])
     self.models_panel = W.Accordion([models], titles=('models',))
     if self.pipeline is not None: self.models_panel.layout.display = 'none'
-    return [self.prompt, self.negative_prompt, _row(self.sampler, self.steps, self.guidance), _row(self.seed, self.random_seed),
+    return [self.prompt, self.negative_prompt, _row(self.sampler, self.steps, self.guidance, self.cache), _row(self.seed, self.random_seed),
             _row(self.size, self.frames, self.fps, self.format), self.models_panel, self._inpaint_panel(), self.out,
             _row(self.generate_button, self.stop_button, self.progress, self.status), self.message, self.command,
             W.VBox([self.media, self.download, self.saved])]
@@ -261,7 +263,7 @@ for _f in (refresh_models, _on_base_model, _defaults_source, apply_defaults): se
 # %% ../nbs/15_ui.ipynb #58692ef8
 def values(self) -> dict:
     "The form's settings."
-    names = ('prompt', 'negative_prompt', 'sampler', 'steps', 'guidance', 'seed', 'size', 'frames', 'fps', 'format', 'out',
+    names = ('prompt', 'negative_prompt', 'sampler', 'steps', 'guidance', 'cache', 'seed', 'size', 'frames', 'fps', 'format', 'out',
              'device', 'dtype', 'motion_module', 'lora', 'lora_weight')
     return {**{n: getattr(self, n).value for n in names}, 'model': self.base_model.value, 'transformer_checkpoint': self.checkpoint.value,
             **self._inpaint_values()}
@@ -310,13 +312,13 @@ for _f in (_say, in_form_words, _on_generate, wait): setattr(GeneratorUI, _f.__n
 
 # %% ../nbs/15_ui.ipynb #49f50d9d
 @contextlib.contextmanager
-def _sampling_with(pipe, sampler):
-    "The pipeline with the chosen sampler and without its console progress bar, both put back afterwards."
-    scheduler, bar = pipe.scheduler, dict(getattr(pipe, '_progress_bar_config', {}))
-    pipe.scheduler = switch_sampler(pipe.scheduler, sampler)
+def _sampling_with(pipe, sampler, cache=None):
+    "The pipeline with the chosen sampler and step cache and without its console progress bar, all put back afterwards."
+    scheduler, bar, step_cache = pipe.scheduler, dict(getattr(pipe, '_progress_bar_config', {})), pipe.step_cache
+    pipe.scheduler, pipe.step_cache = switch_sampler(pipe.scheduler, sampler), cache
     pipe.set_progress_bar_config(disable=True)
     try: yield pipe
-    finally: pipe.scheduler, pipe._progress_bar_config = scheduler, bar
+    finally: pipe.scheduler, pipe._progress_bar_config, pipe.step_cache = scheduler, bar, step_cache
 
 def _pipeline_for(self, plan, args):
     if self.pipeline is not None: return self.pipeline
@@ -340,7 +342,7 @@ def _make(self, plan, args) -> Path:
         self.progress.value = i + 1
         self.status.value = f"step {i + 1}/{plan['steps']} ({time.time() - start:.0f}s)"
         return tensors
-    with _sampling_with(pipe, plan['sampler']):
+    with _sampling_with(pipe, plan['sampler'], plan['cache']):
         videos = pipe(plan['prompt'], negative_prompt=plan['negative_prompt'], video_length=plan['frames'], height=plan['height'],
                       width=plan['width'], num_inference_steps=plan['steps'], guidance_scale=plan['guidance'], seed=seed,
                       callback_on_step_end=on_step, **plan['inputs']).videos
