@@ -54,6 +54,7 @@ def generate_argv(v: dict) -> list[str]:
     argv = [opt(k, v[k]) for k in VALUE_OPTIONS if not (k == 'frames' and v.get('video'))]   # a video brings its frame count
     if v['frames'] != 1: argv.append(opt('format', v['format']))  # one frame is saved as a PNG image
     if str(v['size']).strip(): argv.append(opt('size', str(v['size']).strip()))
+    if v.get('cache', 'off') != 'off': argv.append(opt('cache', v['cache']))
     argv += [opt(k, v[k]) for k in FILE_OPTIONS if v.get(k)]
     if v.get('lora'): argv.append(opt('lora_weight', v['lora_weight']))
     argv += [opt(k, str(v[k]).strip()) for k in INPAINT_OPTIONS if str(v.get(k) or '').strip() and (k != 'overlap' or v.get('segment_frames'))]
