@@ -12,17 +12,19 @@ from diffusers.hooks import (FasterCacheConfig, FirstBlockCacheConfig, MagCacheC
                              TaylorSeerCacheConfig)
 from diffusers.hooks.hooks import CacheContext, HookRegistry
 from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK
+from diffusers.hooks.faster_cache import _UNCOND_COND_INPUT_KWARGS_IDENTIFIERS
 from .utils import EasyAnimateError
 
 # %% auto #0
-__all__ = ['SPATIAL_ATTENTION', 'TEMPORAL_ATTENTION', 'CROSS_ATTENTION', 'DIFFUSERS_CACHE_CONFIGS', 'CACHE_METHODS',
-           'CACHE_CHOICES', 'CONSERVATIVE_CACHE', 'CacheMethod', 'check_cache_spec', 'resolve_cache', 'cache_config',
-           'denoiser_context', 'cached_run', 'calibrate_magcache']
+__all__ = ['SPATIAL_ATTENTION', 'TEMPORAL_ATTENTION', 'CROSS_ATTENTION', 'BATCHED_INPUTS', 'DIFFUSERS_CACHE_CONFIGS',
+           'CACHE_METHODS', 'CACHE_CHOICES', 'CONSERVATIVE_CACHE', 'CacheMethod', 'check_cache_spec', 'resolve_cache',
+           'cache_config', 'denoiser_context', 'cached_run', 'calibrate_magcache']
 
 # %% ../nbs/20_step_cache.ipynb #e1873b33
 SPATIAL_ATTENTION = (r'^transformer_blocks\.\d+\.attn1$',)
 TEMPORAL_ATTENTION = (r'^transformer_blocks\.\d+\.attn_temporal\..*\.attention_blocks\.\d+$',)
 CROSS_ATTENTION = (r'^transformer_blocks\.\d+\.attn2$',)
+BATCHED_INPUTS = (*_UNCOND_COND_INPUT_KWARGS_IDENTIFIERS, 'inpaint_latents', 'clip_encoder_hidden_states', 'clip_attention_mask')   # halves of guidance FasterCache may drop
 DIFFUSERS_CACHE_CONFIGS = (FirstBlockCacheConfig, MagCacheConfig, PyramidAttentionBroadcastConfig, FasterCacheConfig, TaylorSeerCacheConfig)
 
 # %% ../nbs/20_step_cache.ipynb #af95f0ac
@@ -44,7 +46,8 @@ def _pab(interval, timestep, **kw):
 def _fastercache(interval, timestep, **kw):
     return FasterCacheConfig(unconditional_batch_skip_range=int(interval), spatial_attention_block_skip_range=2, temporal_attention_block_skip_range=2,
                              spatial_attention_block_identifiers=SPATIAL_ATTENTION, temporal_attention_block_identifiers=TEMPORAL_ATTENTION,
-                             attention_weight_callback=lambda _: 0.5, tensor_format='BCFHW', current_timestep_callback=timestep)
+                             attention_weight_callback=lambda _: 0.5, tensor_format='BCFHW', current_timestep_callback=timestep,
+                             _unconditional_conditional_input_kwargs_identifiers=BATCHED_INPUTS)
 
 def _taylorseer(interval, dtype=torch.float32, **kw):
     return TaylorSeerCacheConfig(cache_interval=int(interval), disable_cache_before_step=3, max_order=1, taylor_factors_dtype=dtype, use_lite_mode=True)
