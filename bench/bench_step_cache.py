@@ -131,7 +131,8 @@ def main():
     off = rows[0]
     ok = [r for r in rows[1:] if r['both_ok'] >= off['both_ok'] - 1 and r['psnr'] >= args.min_psnr]
     auto = max(ok, key=lambda r: r['speedup']) if ok else None
-    forward = forward_vs_baseline(pipe, args.baseline, 30, kw, clock)
+    try: forward = forward_vs_baseline(pipe, args.baseline, 30, kw, clock)
+    except subprocess.CalledProcessError: forward = None   # no such revision here (a copy without git history)
     result = dict(machine=info, model='bundled demo model', settings=kw, threads=args.threads, clock=args.clock, repeat=args.repeat, calibration_ratios=ratios,
                   calibration_seconds=calibration_s, evaluation_seconds=eval_s, total_seconds=time.perf_counter() - started,
                   rows=rows, auto=auto and auto['label'], auto_setting=auto and auto['cache'], forward=forward, min_psnr=args.min_psnr)
@@ -142,9 +143,10 @@ def main():
     plot(rows, auto, images_dir(args.out) / f'{Path(args.out).stem}.png', cpu_name(info))
     if args.write_auto and auto:
         f = Path(model) / DEFAULTS_FILE
-        f.write_text(json.dumps({**json.loads(f.read_text()), 'cache': auto['cache']}, indent=2) + '\n')
+        setting = {**auto['cache'], 'mag_ratios': ratios}   # the calibration travels with the setting: `--cache magcache` uses it too
+        f.write_text(json.dumps({**json.loads(f.read_text()), 'cache': setting}, indent=2) + '\n')
     print(md)
-    print(f"auto: {result['auto']}; forward {forward}")
+    print(f"auto: {result['auto']}; uncached forward against {args.baseline}: {forward and {k: v['median'] for k, v in forward.items() if isinstance(v, dict)}}")
 
 
 def statistics_median(xs):

@@ -17,8 +17,8 @@ from .utils import EasyAnimateError
 
 # %% auto #0
 __all__ = ['SPATIAL_ATTENTION', 'TEMPORAL_ATTENTION', 'CROSS_ATTENTION', 'BATCHED_INPUTS', 'DIFFUSERS_CACHE_CONFIGS',
-           'CACHE_METHODS', 'CACHE_CHOICES', 'CONSERVATIVE_CACHE', 'CacheMethod', 'check_cache_spec', 'resolve_cache',
-           'cache_config', 'denoiser_context', 'cached_run', 'calibrate_magcache']
+           'CACHE_METHODS', 'CACHE_CHOICES', 'CONSERVATIVE_CACHE', 'TOLERANCE_DB', 'CacheMethod', 'check_cache_spec',
+           'resolve_cache', 'cache_config', 'denoiser_context', 'cached_run', 'calibrate_magcache']
 
 # %% ../nbs/20_step_cache.ipynb #e1873b33
 SPATIAL_ATTENTION = (r'^transformer_blocks\.\d+\.attn1$',)
@@ -92,7 +92,7 @@ def check_cache_spec(spec) -> dict:
 def resolve_cache(cache, calibrated=None, knob=None):
     """The step cache a pipeline runs with: None for 'off'/None, a checked setting dict, or a diffusers cache config as given.
     'auto' is the model's `calibrated` setting (its defaults' `cache`), else `CONSERVATIVE_CACHE`; a method name takes
-    its default knob (magcache: the calibrated ratios); `knob` overrides the method's main knob."""
+    its default knob (magcache: the model's calibrated ratios, which its setting carries whatever its method); `knob` overrides the method's main knob."""
     if cache is None or cache == 'off':
         if knob is not None: raise EasyAnimateError("a cache knob needs a cache method: pass --cache auto or a method name")
         return None
@@ -101,7 +101,8 @@ def resolve_cache(cache, calibrated=None, knob=None):
     elif isinstance(cache, str):
         if cache not in CACHE_METHODS: raise EasyAnimateError(f"unknown cache {cache!r}: use one of {', '.join(CACHE_CHOICES)}")
         spec = {'method': cache}
-        if cache == 'magcache' and calibrated and calibrated.get('method') == 'magcache': spec = dict(calibrated)
+        if cache == 'magcache' and calibrated and 'mag_ratios' in calibrated:   # the model's ratios travel with its setting
+            spec = dict(calibrated) if calibrated['method'] == 'magcache' else dict(spec, mag_ratios=calibrated['mag_ratios'])
     else: spec = dict(cache)
     spec = check_cache_spec(spec)
     if knob is not None: spec = check_cache_spec({**spec, CACHE_METHODS[spec['method']].knob: knob})
@@ -155,3 +156,6 @@ def calibrate_magcache(pipe, prompts, seeds=(0,), **call_kwargs) -> list[float]:
                 runs.append(list(seen))
     finally: pipe.step_cache = old
     return [round(float(x), 4) for x in torch.tensor(runs).median(0).values]
+
+# %% ../nbs/20_step_cache.ipynb #e7d86de4
+TOLERANCE_DB = dict(fbc=50.0, magcache=30.0, pab=38.0, fastercache=33.0, taylorseer=28.0)   # PSNR floor against the uncached demo clip, default knobs
