@@ -5,7 +5,7 @@ uncached ones (same prompts and seeds); a speed-against-quality plot; the `auto`
 checkout against the forward of another git revision (default `main`), also interleaved in this process.
 
     python bench/bench_step_cache.py                 # writes bench/results/step_cache.{json,md} and nbs/images/step_cache.png
-    python bench/bench_step_cache.py --write-auto    # also stores the chosen `auto` in the demo model's defaults
+    python bench/bench_step_cache.py --write-auto    # also stores the chosen `auto` in the demo model's defaults (model_index.json)
 
 `auto` is the fastest setting whose colour+direction is at most one prompt below the uncached clips' and whose PSNR
 against them is at least --min-psnr dB.
@@ -79,7 +79,8 @@ def main():
     torch = setup_torch(args.threads)
     import numpy as np
     from diffusers.utils import logging
-    from easyanimate.cli import DEFAULTS_FILE, demo_model_path, model_defaults
+    from easyanimate.cli import demo_model_path
+    from easyanimate.pipeline import model_defaults
     from easyanimate.evaluate import evaluate, pipeline_generate_fn
     from easyanimate.performance import counted_flops
     from easyanimate.pipeline import load_pipeline
@@ -142,9 +143,10 @@ def main():
     write_result(args.out, result, md)
     plot(rows, auto, images_dir(args.out) / f'{Path(args.out).stem}.png', cpu_name(info))
     if args.write_auto and auto:
-        f = Path(model) / DEFAULTS_FILE
-        setting = {**auto['cache'], 'mag_ratios': ratios}   # the calibration travels with the setting: `--cache magcache` uses it too
-        f.write_text(json.dumps({**json.loads(f.read_text()), 'cache': setting}, indent=2) + '\n')
+        f = Path(model) / 'model_index.json'   # the folder's defaults live there, beside its components
+        index = json.loads(f.read_text())
+        index['defaults'] = {**index.get('defaults', {}), 'cache': {**auto['cache'], 'mag_ratios': ratios}}   # the ratios travel with it: `--cache magcache` uses them too
+        f.write_text(json.dumps(index, indent=2) + '\n')
     print(md)
     print(f"auto: {result['auto']}; uncached forward against {args.baseline}: {forward and {k: v['median'] for k, v in forward.items() if isinstance(v, dict)}}")
 
