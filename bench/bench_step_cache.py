@@ -58,7 +58,8 @@ def forward_vs_baseline(pipe, ref, repeat, kw, clock):
             same = torch.equal(ours(x, ctx, t, encoder_attention_mask=mask).sample, theirs(x, ctx, t, encoder_attention_mask=mask).sample)
             times = rounds({'this checkout': lambda: ours(x, ctx, t, encoder_attention_mask=mask),
                             ref: lambda: theirs(x, ctx, t, encoder_attention_mask=mask)}, repeat, warmup=3, clock=clock)
-    return dict(ref=ref, bit_identical=same, **{k: summary(v) for k, v in times.items()})
+    commit = subprocess.run(['git', '-C', str(ROOT), 'rev-parse', '--short', ref], capture_output=True, text=True).stdout.strip()
+    return dict(ref=ref, commit=commit, bit_identical=same, **{k: summary(v) for k, v in times.items()})
 
 
 def main():
