@@ -284,6 +284,7 @@ def _weight_headers(folder):
 def describe_model_dir(path, load=False) -> list[str]:
     "Lines describing a pipeline folder; raises `EasyAnimateError` (after printing what it found) when it is not loadable."
     from easyanimate.pipeline import PIPELINE_COMPONENTS, check_model_dir, folder_defaults, transformer_geometry
+    from easyanimate.step_cache import cache_summary
     from easyanimate.transformer import V1_ADDITIONAL_KWARGS
     if (release := release_root(path)) is not None: return describe_release(release)
     print(f"model folder {path}")
@@ -297,7 +298,8 @@ def describe_model_dir(path, load=False) -> list[str]:
     frames = transformer_geometry(cfg)['max_frames']
     print(f"  native size {native}x{native} px; frames 1 to {frames or 'any'}; total {_bytes(_disk(path))}")
     own = {k: v for k, v in model_defaults(path).items() if k in folder_defaults(path)}
-    print(f"  defaults: {', '.join(f'{k} {v!r}' for k, v in own.items()) if own else 'none of its own (v1 defaults)'}")
+    show = lambda k, v: cache_summary(v) if k == 'cache' and v else repr(v)
+    print(f"  defaults: {', '.join(f'{k} {show(k, v)}' for k, v in own.items()) if own else 'none of its own (v1 defaults)'}")
     if info['class_name'] == 'EasyAnimatePipeline':
         print("  note: saved under the old class name EasyAnimatePipeline, which diffusers now uses for another pipeline; "
               "this package loads it, plain DiffusionPipeline.from_pretrained does not (save it again to update the name)")

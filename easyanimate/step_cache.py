@@ -18,7 +18,7 @@ from .utils import EasyAnimateError
 # %% auto #0
 __all__ = ['SPATIAL_ATTENTION', 'TEMPORAL_ATTENTION', 'CROSS_ATTENTION', 'BATCHED_INPUTS', 'DIFFUSERS_CACHE_CONFIGS',
            'CACHE_METHODS', 'CACHE_CHOICES', 'CONSERVATIVE_CACHE', 'TOLERANCE_DB', 'CacheMethod', 'check_cache_spec',
-           'resolve_cache', 'cache_config', 'denoiser_context', 'cached_run', 'calibrate_magcache']
+           'resolve_cache', 'cache_summary', 'cache_config', 'denoiser_context', 'cached_run', 'calibrate_magcache']
 
 # %% ../nbs/20_step_cache.ipynb #e1873b33
 SPATIAL_ATTENTION = (r'^transformer_blocks\.\d+\.attn1$',)
@@ -107,6 +107,13 @@ def resolve_cache(cache, calibrated=None, knob=None):
     spec = check_cache_spec(spec)
     if knob is not None: spec = check_cache_spec({**spec, CACHE_METHODS[spec['method']].knob: knob})
     return spec
+
+def cache_summary(spec) -> str:
+    "A setting in a few words, e.g. 'taylorseer interval 4 (MagCache ratios for 20 steps)'."
+    if isinstance(spec, DIFFUSERS_CACHE_CONFIGS): return type(spec).__name__
+    m = CACHE_METHODS[spec['method']]
+    ratios = f" (MagCache ratios for {len(spec['mag_ratios'])} steps)" if spec.get('mag_ratios') else ''
+    return f"{spec['method']} {m.knob} {spec.get(m.knob, m.default)}{ratios}"
 
 def cache_config(spec, steps, timestep=lambda: None, dtype=torch.float32):
     "The diffusers config of setting `spec` for a run of `steps` transformer calls; `timestep()` gives the current timestep."
