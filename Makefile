@@ -56,6 +56,7 @@ bench: setup
 	$(BIN)/python bench/bench_kernels.py
 	$(BIN)/python bench/bench_pipeline.py --threads 1 --clock cpu $(if $(MODEL),--model $(MODEL),--sweep-frames 8,16,32,64)
 	$(BIN)/python bench/bench_training.py --threads 1 --clock cpu $(if $(MODEL),--model $(MODEL))
+	$(BIN)/python bench/bench_step_cache.py
 
 # The bundled demo model, trained from nothing on this machine (under an hour on 2 cores; nbs/13_demo_model.ipynb):
 # data, VAE, the three `easyanimate train` stages, evaluation; the result replaces easyanimate/demo_model/.
