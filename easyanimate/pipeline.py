@@ -514,7 +514,7 @@ def resolve_device(device=None) -> str:
     if device == 'auto': return 'cuda' if torch.cuda.is_available() else 'cpu'
     if device == 'cpu': return device
     if m := re.fullmatch(r'cuda(?::(\d+))?', device):
-        if not torch.cuda.is_available(): raise EasyAnimateError(f"device {device!r} asked for, but no CUDA GPU is available (torch {torch.__version__}); use --device cpu")
+        if not torch.cuda.is_available(): raise EasyAnimateError(f"device {device!r} asked for, but no CUDA GPU is available (torch {torch.__version__}); use cpu")
         if m[1] and int(m[1]) >= torch.cuda.device_count(): raise EasyAnimateError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) present")
         return device
     raise EasyAnimateError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
