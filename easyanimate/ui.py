@@ -12,7 +12,7 @@ from .cli import DEMO_NOTICE, build_parser, classify_checkpoint, demo_model_path
 from .cli import load_for_plan, plan_generate
 from .inpaint import plan_inputs
 from .samplers import resolve_sampler, sampler_names, scheduler_sampler_name, switch_sampler
-from .step_cache import CACHE_CHOICES
+from .step_cache import CACHE_CHOICES, CONSERVATIVE_CACHE, resolve_cache
 from .video_io import DEFAULT_OUTPUT_DIR, is_folder_output, save_video
 
 # %% auto #0
@@ -72,6 +72,7 @@ def plan_request(v: dict, pipeline=None) -> tuple[dict, argparse.Namespace]:
     plan = plan_generate(argparse.Namespace(**{**vars(args), 'size': None, **dict.fromkeys(INPAINT_OPTIONS)}))
     plan['height'], plan['width'] = parse_size(args.size) if args.size else (pipeline.native_size, pipeline.native_size)
     plan['inputs'] = plan_inputs(args, dict(pipeline.transformer.config), pipeline.vae_scale_factor, plan)   # checks size and frames too
+    plan['cache'] = resolve_cache(args.cache or 'off', pipeline.generation_defaults['cache'], args.cache_knob)   # 'auto': this pipeline's own setting
     return plan, args
 
 # %% ../nbs/15_ui.ipynb #ade12a9c
