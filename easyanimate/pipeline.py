@@ -161,6 +161,11 @@ class EasyAnimateV1Pipeline(DiffusionPipeline, EasyAnimateV1LoraLoaderMixin):
     @property
     def current_timestep(self): return self._current_timestep
 
+    def register_to_config(self, **kwargs):
+        "diffusers' config registration; a pipeline loaded from a folder (`_name_or_path`) takes the model's noise schedule and prediction type from the folder's scheduler config, whatever scheduler was passed in."
+        super().register_to_config(**kwargs)
+        if '_name_or_path' in kwargs and (schedule := model_schedule(model_scheduler_config(kwargs['_name_or_path']))): self._model_schedule = schedule
+
     def set_sampler(self, name):
         "Sample with `name` (see `easyanimate.samplers`), keeping the model's noise schedule and prediction type; it becomes the default `save_pretrained` keeps."
         self.scheduler = switch_sampler(self._model_schedule, name)
@@ -479,7 +484,6 @@ def from_pretrained(cls, pretrained_model_name_or_path, motion_module=None, tran
     kwargs.setdefault('local_files_only', True)
     kwargs[_DTYPE_ARG] = torch_dtype
     pipe = _wrap_load_errors(folder, DiffusionPipeline.from_pretrained.__func__, cls, folder, **kwargs)
-    if schedule := model_schedule(model_scheduler_config(folder)): pipe._model_schedule = schedule   # the folder's, whatever scheduler was passed
     if lora: pipe.merge_lora(lora, _pick(lora_weight, pipe.generation_defaults['lora_weight']))
     return pipe
 
