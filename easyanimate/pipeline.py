@@ -32,8 +32,9 @@ __all__ = ['logger', 'V1_NEGATIVE_PROMPT', 'V1_DEFAULTS', 'MAX_SEQUENCE_LENGTH',
            'transformer_geometry', 'check_request', 'EasyAnimateV1Pipeline', 'encode_prompt', 'prepare_latents',
            'predict_noise', 'decode_latents', 'postprocess', 'check_inputs', 'generate', 'enable_vae_slicing',
            'disable_vae_slicing', 'enable_vae_tiling', 'disable_vae_tiling', 'compile_transformer',
-           'enable_model_cpu_offload', 'check_model_dir', 'load_transformer', 'from_pretrained', 'merge_lora_into',
-           'unmerge_lora', 'resolve_dtype', 'resolve_device', 'load_pipeline']
+           'enable_model_cpu_offload', 'fuse_qkv_projections', 'unfuse_qkv_projections', 'check_model_dir',
+           'load_transformer', 'from_pretrained', 'merge_lora_into', 'unmerge_lora', 'resolve_dtype', 'resolve_device',
+           'load_pipeline']
 
 # %% ../nbs/08_pipeline.ipynb #42880030
 V1_NEGATIVE_PROMPT = ("Strange motion trajectory, a poor composition and deformed video, worst quality, normal quality, "
@@ -384,7 +385,12 @@ def enable_model_cpu_offload(self, gpu_id=None, device=None):
         return
     DiffusionPipeline.enable_model_cpu_offload(self, gpu_id=gpu_id, device=device)
 
-for _f in (enable_model_cpu_offload, enable_vae_slicing, disable_vae_slicing, enable_vae_tiling, disable_vae_tiling, compile_transformer): setattr(EasyAnimateV1Pipeline, _f.__name__, _f)
+def fuse_qkv_projections(self):
+    "One precomputed projection for q, k, v in every attention layer of the transformer (diffusers' name); `unfuse_qkv_projections` undoes it."
+    self.transformer.fuse_qkv_projections()
+def unfuse_qkv_projections(self): self.transformer.unfuse_qkv_projections()
+
+for _f in (enable_model_cpu_offload, fuse_qkv_projections, unfuse_qkv_projections, enable_vae_slicing, disable_vae_slicing, enable_vae_tiling, disable_vae_tiling, compile_transformer): setattr(EasyAnimateV1Pipeline, _f.__name__, _f)
 
 # %% ../nbs/08_pipeline.ipynb #5bf85800
 WEIGHT_FILES = {'transformer': ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.bin'),
