@@ -4,242 +4,30 @@
 
 # %% ../nbs/11_training.ipynb #486f60ed
 from __future__ import annotations
-import argparse, contextlib, csv, dataclasses, json, logging, math, os, re, shutil, sys, time, warnings
-from dataclasses import dataclass, field, fields
+import contextlib, dataclasses, json, logging, math, os, re, shutil, sys, time, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
 import yaml
 from diffusers import DDPMScheduler
-from .utils import EasyAnimateError, atomic_path, save_state_dict, load_state_dict, key_report, did_you_mean, is_disk_full, size_text
+from .utils import EasyAnimateError, save_state_dict, load_state_dict, key_report
 from .samplers import model_scheduler_config
-from .inpaint_training import (TRAIN_MODES, inpaint_transformer_kwargs, inpaint_models, check_inpaint_trainable, inpaint_step_inputs,
+from .inpaint_training import (inpaint_transformer_kwargs, inpaint_models, check_inpaint_trainable, inpaint_step_inputs,
                                           save_inpaint_sanity_check)
+from .training_config import *   # re-exported: `from easyanimate.training import TrainConfig, train_config` keeps working
+from .run_folder import *
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'V1_ALIASES', 'MIXED_PRECISIONS', 'LR_SCHEDULERS', 'PREDICTION_TYPES', 'OPTION_HELP', 'CHECKPOINT_RE',
-           'RUN_FILES', 'PARTIAL_CHECKPOINT_RE', 'LOG_COLUMNS', 'ADDED_COND_KWARGS', 'EXPORT_NAMES', 'PIPELINE_PARTS',
-           'TRAINABLE_FILE', 'TORCH_WRITE_FAILED', 'TrainConfig', 'option_names', 'make_config', 'read_config_file',
-           'parse_overrides', 'train_config', 'check_config', 'make_train_scheduler', 'mean_flat', 'normal_kl',
-           'approx_standard_normal_cdf', 'discretized_gaussian_log_likelihood', 'DiffusionObjective',
-           'list_checkpoints', 'checkpoint_step', 'resolve_resume', 'commit_checkpoint', 'earlier_run',
-           'check_output_dir', 'delete_run', 'prune_checkpoints', 'MetricsLog', 'smooth', 'plot_losses', 'Trainee',
-           'select_trainable', 'export_kind', 'v1_export', 'transformer_kwargs', 'load_models', 'encode_latents',
-           'tokenize', 'diffusion_loss', 'RunState', 'TrainingDiverged', 'DiskFull', 'TrainResult', 'make_lr_scheduler',
-           'make_data', 'register_checkpoint_hooks', 'EMASwap', 'export_run', 'checkpoint_bytes',
-           'write_failed_for_space', 'disk_full_error', 'disk_full_guard', 'save_checkpoint', 'save_sanity_check',
-           'run_validation', 'check_finite', 'build_trainee', 'warmup_warning', 'start_summary', 'messages_above',
-           'scaled_lr', 'train', 'end_summary', 'add_train_args', 'args_to_config', 'train_from_args', 'main']
-
-# %% ../nbs/11_training.ipynb #44f23258
-@dataclass
-class TrainConfig:
-    "Every option of a training run (v1's argument names)."
-    # model: a pipeline folder (ours or PixArt's diffusers layout) and optional weights on top
-    pretrained_model_name_or_path: str | None = None
-    transformer_additional_kwargs: dict | None = None  # v1 motion-module kwargs when the base transformer is 2D
-    config_path: str | None = None                     # a v1 YAML with transformer_additional_kwargs
-    transformer_path: str | None = None                # full DiT checkpoint to start from
-    motion_module_path: str | None = None              # motion-module checkpoint to start from
-    # data
-    train_data_dir: str | None = None
-    train_data_meta: str | None = None
-    train_data_format: str = 'auto'                    # auto, webvid, normal, imagefolder
-    caption_column: str = 'text'
-    video_sample_size: int = 512
-    video_sample_stride: int = 2
-    video_sample_n_frames: int = 16
-    image_sample_size: int | None = None               # None: video_sample_size
-    video_min_frames: int | None = None                # None: video_sample_n_frames; 1 repeats frames of short videos like v1
-    enable_bucket: bool = False
-    bucket_divisor: int = 32
-    random_frame_crop: bool = False
-    random_flip: bool = True
-    caption_dropout: float = 0.1
-    dataloader_num_workers: int = 0
-    tokenizer_max_length: int = 120
-    # what trains
-    trainable_modules: list = field(default_factory=lambda: ['attn_temporal'])
-    lora: bool = False
-    rank: int = 128
-    network_alpha: float = 64.0
-    train_text_encoder: bool = False
-    train_mode: str = 'normal'                         # normal (text-to-video) or inpaint (masks and image conditioning, V4's)
-    # optimisation
-    train_batch_size: int = 2
-    max_train_steps: int | None = 1000
-    num_train_epochs: int | None = None
-    learning_rate: float = 2e-5
-    scale_lr: bool = False
-    lr_scheduler: str = 'constant_with_warmup'
-    lr_warmup_steps: int = 100
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 3e-2
-    adam_epsilon: float = 1e-10
-    max_grad_norm: float = 1.0
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str | None = None                 # no, fp16, bf16; None: as accelerate launch says
-    gradient_checkpointing: bool = False
-    use_ema: bool = False
-    ema_decay: float = 0.9999
-    snr_loss: bool = False                             # v1's option: x0 target for t < 250
-    snr_gamma: float | None = None                     # min-SNR-gamma weighting of the noise MSE
-    prediction_type: str | None = None                 # epsilon (v1) or v_prediction; None: what the model folder's scheduler says
-    vae_mini_batch: int = 32
-    seed: int | None = 42
-    # outputs
-    output_dir: str = 'output_dir'
-    overwrite_output_dir: bool = False                 # delete an earlier run in output_dir first (else it is refused)
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = None
-    resume_from_checkpoint: str | None = None          # a checkpoint folder, or "latest"
-    validation_prompts: list = field(default_factory=list)
-    validation_steps: int = 2000
-    validation_negative_prompt: str = 'bad detailed'
-    validation_num_inference_steps: int = 25
-    validation_guidance_scale: float = 7.0
-    validation_sampler: str = 'Euler A'
-    validation_format: str = 'gif'                     # gif or mp4
-    validation_video_length: int | None = None         # None: video_sample_n_frames (1 for image-only data)
-    logging_steps: int = 1
-    report_to: str = 'csv'                             # csv, or tensorboard (CSV is always written)
-    sanity_check: bool = True                          # save the first batch as gifs, as v1 does
-
-# %% ../nbs/11_training.ipynb #fcacd41b
-V1_ALIASES = {'sample_size': 'video_sample_size', 'sample_stride': 'video_sample_stride',
-              'sample_n_frames': 'video_sample_n_frames', 'resolution': 'image_sample_size'}
-MIXED_PRECISIONS = ('no', 'fp16', 'bf16')
-LR_SCHEDULERS = ('linear', 'cosine', 'cosine_with_restarts', 'polynomial', 'constant', 'constant_with_warmup')
-PREDICTION_TYPES = ('epsilon', 'v_prediction')
-
-def option_names(): return [f.name for f in fields(TrainConfig)]
-
-_TRUE, _FALSE = ('true', '1', 'yes', 'on', 'y'), ('false', '0', 'no', 'off', 'n')
-
-def _convert(name, value, annotation):
-    "`value` (typed, or a string from the command line) as option `name`'s type `annotation`."
-    kinds = [k.strip() for k in str(annotation).split('|')]
-    kind, optional = kinds[0], 'None' in kinds
-    if isinstance(value, str) and optional and value.strip().lower() in ('none', 'null', '~', ''): return None
-    if value is None:
-        if optional: return None
-        raise EasyAnimateError(f"option {name} cannot be empty")
-    try:
-        if kind == 'str':
-            if isinstance(value, bool): return 'yes' if value else 'no'  # YAML 1.1 reads `mixed_precision: no` as False
-            if isinstance(value, (str, int, float)): return str(value)
-            raise ValueError
-        if kind == 'bool':
-            if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE: return value.strip().lower() in _TRUE
-            if isinstance(value, (bool, int)) and value in (0, 1): return bool(value)
-            raise ValueError
-        if kind == 'int':
-            if isinstance(value, bool) or float(value) != int(float(value)): raise ValueError
-            return int(float(value))
-        if kind == 'float':
-            if isinstance(value, bool): raise ValueError
-            return float(value)
-        if isinstance(value, str): value = yaml.safe_load(value) if kind == 'dict' or value.lstrip().startswith('[') else [value]
-        if kind == 'list': return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
-        if kind == 'dict' and isinstance(value, dict): return value
-    except (ValueError, TypeError, yaml.YAMLError): pass
-    raise EasyAnimateError(f"option {name} must be a {kind}, got {value!r}")
-
-def make_config(options: dict) -> TrainConfig:
-    "A `TrainConfig` from a dict of options (v1 aliases allowed), every value converted to its type."
-    options = {V1_ALIASES.get(k, k): v for k, v in options.items()}
-    unknown = sorted(set(options) - set(option_names()))
-    if unknown:
-        named = ', '.join(u + did_you_mean(u, [*option_names(), *V1_ALIASES]) for u in unknown)
-        raise EasyAnimateError(f"unknown training option{'s' if len(unknown) > 1 else ''} {named}; easyanimate train --help lists them all")
-    types = {f.name: f.type for f in fields(TrainConfig)}
-    return TrainConfig(**{k: _convert(k, v, types[k]) for k, v in options.items()})
-
-# %% ../nbs/11_training.ipynb #3c934f48
-def read_config_file(path) -> dict:
-    "The options in a YAML or JSON file (a mapping of option names to values)."
-    path = Path(path)
-    if not path.is_file(): raise EasyAnimateError(f"training config not found: {path}")
-    try: options = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e: raise EasyAnimateError(f"{path} is not valid YAML/JSON ({e})") from None
-    if not isinstance(options, dict): raise EasyAnimateError(f"{path} must hold a mapping of option names to values, not a {type(options).__name__}")
-    return options
-
-def parse_overrides(overrides) -> dict:
-    "`['key=value', ...]` -> dict of strings (each converted to its option's type by `make_config`)."
-    out = {}
-    for item in overrides or ():
-        key, sep, value = item.partition('=')
-        if not sep or not key.strip(): raise EasyAnimateError(f"override {item!r} must look like key=value")
-        out[key.strip()] = value
-    return out
-
-def _canonical(options): return {V1_ALIASES.get(k, k): v for k, v in options.items()}
-
-def train_config(config_file=None, overrides=(), **options) -> TrainConfig:
-    "Options from `config_file`, then keyword `options`, then `key=value` `overrides` (the last word wins), as a checked `TrainConfig`."
-    merged = {**_canonical(read_config_file(config_file) if config_file else {}), **_canonical(options), **_canonical(parse_overrides(overrides))}
-    return check_config(make_config(merged))
-
-# %% ../nbs/11_training.ipynb #10ac745a
-OPTION_HELP = dict(
-    pretrained_model_name_or_path='pipeline folder to start from (ours or PixArt diffusers layout)',
-    transformer_additional_kwargs='v1 transformer kwargs (default: v1 motion module for a 2D base)', config_path='v1 YAML holding transformer_additional_kwargs',
-    transformer_path='full DiT checkpoint to load first', motion_module_path='motion-module checkpoint to load first',
-    train_data_dir='data root (webvid: the video folder; imagefolder: the folder with metadata.jsonl)',
-    train_data_meta='webvid CSV, JSON list or metadata.jsonl', train_data_format='auto, webvid, normal or imagefolder',
-    caption_column='caption field of an image folder', video_sample_size='video side in pixels (square without buckets)',
-    video_sample_stride='frame stride of a clip', video_sample_n_frames='frames per clip', image_sample_size='image side (default video_sample_size)',
-    video_min_frames='skip videos shorter than this (default n_frames; 1 repeats frames like v1)', enable_bucket='batch by aspect-ratio buckets',
-    bucket_divisor='bucket sides are multiples of this', random_frame_crop='draw 4, 8, ... n_frames frames per batch', random_flip='flip clips at random',
-    caption_dropout='share of captions replaced by "" (classifier-free guidance)', dataloader_num_workers='data loading processes',
-    tokenizer_max_length='T5 tokens per caption', trainable_modules='name substrings of trained parameters (attn_temporal; . for all)',
-    lora='train a v1-format LoRA instead', rank='LoRA rank', network_alpha='LoRA alpha', train_text_encoder='LoRA on T5 too',
-    train_mode='normal (text-to-video), or inpaint: random masks train an inpaint model (image-to-video, inpainting)',
-    train_batch_size='samples per process and step', max_train_steps='optimizer steps (empty: num_train_epochs)', num_train_epochs='epochs (optional)',
-    learning_rate='AdamW learning rate', scale_lr='scale the learning rate by sqrt(total batch / 256)', lr_scheduler=', '.join(LR_SCHEDULERS),
-    lr_warmup_steps='warmup steps', adam_beta1='AdamW beta1', adam_beta2='AdamW beta2', adam_weight_decay='AdamW weight decay', adam_epsilon='AdamW epsilon',
-    max_grad_norm='gradient clipping norm (0: none)', gradient_accumulation_steps='batches per optimizer step', mixed_precision='no, fp16 or bf16 (default: as accelerate launch says)',
-    gradient_checkpointing='recompute activations to save memory', use_ema='keep and export EMA weights', ema_decay='EMA decay',
-    snr_loss='v1 option: x0 target for t < 250', snr_gamma='min-SNR-gamma weighting of the MSE', prediction_type="epsilon (v1) or v_prediction (default: the model folder's scheduler config)", vae_mini_batch='frames per VAE encode call',
-    seed='random seed (empty: none)', output_dir='folder for checkpoints, logs, exports (one run per folder)',
-    overwrite_output_dir='delete the earlier run in output_dir before starting (without it, such a folder is refused)', checkpointing_steps='checkpoint every N steps',
-    checkpoints_total_limit='keep only the newest N checkpoints', resume_from_checkpoint='a checkpoint folder, or latest',
-    validation_prompts='prompts for validation videos', validation_steps='validate every N steps', validation_negative_prompt='negative prompt for validation',
-    validation_num_inference_steps='sampling steps for validation', validation_guidance_scale='guidance for validation', validation_sampler='sampler for validation',
-    validation_format='gif or mp4', validation_video_length='frames of validation videos (1: images)', logging_steps='write metrics every N steps',
-    report_to='csv, or tensorboard as well', sanity_check='save the first batch as gifs')
-assert set(OPTION_HELP) == set(option_names())
-
-# %% ../nbs/11_training.ipynb #fb3046cf
-def check_config(c: TrainConfig) -> TrainConfig:
-    "Raise `EasyAnimateError` for options that cannot work together; returns `c`."
-    problems = []
-    if not c.pretrained_model_name_or_path: problems.append("pretrained_model_name_or_path (the pipeline folder to start from) is required")
-    if not (c.train_data_dir or c.train_data_meta): problems.append("train_data_dir or train_data_meta is required")
-    if c.mixed_precision is not None and c.mixed_precision not in MIXED_PRECISIONS: problems.append(f"mixed_precision must be one of {MIXED_PRECISIONS}")
-    if c.lr_scheduler not in LR_SCHEDULERS: problems.append(f"lr_scheduler must be one of {LR_SCHEDULERS}")
-    if c.prediction_type not in (None, *PREDICTION_TYPES): problems.append(f"prediction_type must be one of {PREDICTION_TYPES}, not {c.prediction_type!r}")
-    if c.train_mode not in TRAIN_MODES: problems.append(f"train_mode must be one of {', '.join(TRAIN_MODES)}, not {c.train_mode!r}")
-    if c.report_to not in ('csv', 'tensorboard'): problems.append("report_to must be csv or tensorboard")
-    if c.validation_format not in ('gif', 'mp4'): problems.append("validation_format must be gif or mp4")
-    if c.validation_video_length is not None and c.validation_video_length < 1: problems.append("validation_video_length must be at least 1 (or empty)")
-    if c.max_train_steps is None and c.num_train_epochs is None: problems.append("set max_train_steps or num_train_epochs")
-    for name in ('train_batch_size', 'gradient_accumulation_steps', 'checkpointing_steps', 'validation_steps', 'vae_mini_batch',
-                 'video_sample_n_frames', 'video_sample_stride', 'video_sample_size', 'logging_steps', 'rank', 'bucket_divisor'):
-        if getattr(c, name) < 1: problems.append(f"{name} must be at least 1")
-    for name in ('max_train_steps', 'num_train_epochs', 'checkpoints_total_limit'):
-        if getattr(c, name) is not None and getattr(c, name) < 1: problems.append(f"{name} must be at least 1 (or empty)")
-    if not 0 <= c.caption_dropout <= 1: problems.append("caption_dropout must be in [0, 1]")
-    if not 0 < c.ema_decay < 1: problems.append("ema_decay must be in (0, 1)")
-    if c.learning_rate <= 0: problems.append("learning_rate must be positive")
-    if not c.lora and not c.trainable_modules: problems.append("trainable_modules is empty: name what trains (attn_temporal for the motion module, . for all)")
-    if c.train_text_encoder and not c.lora: problems.append("train_text_encoder needs lora=true (the text encoder only trains through a LoRA)")
-    if problems: raise EasyAnimateError("invalid training configuration: " + '; '.join(problems))
-    return c
+__all__ = ['logger', 'ADDED_COND_KWARGS', 'EXPORT_NAMES', 'PIPELINE_PARTS', 'TRAINABLE_FILE', 'make_train_scheduler', 'mean_flat',
+           'normal_kl', 'approx_standard_normal_cdf', 'discretized_gaussian_log_likelihood', 'DiffusionObjective',
+           'Trainee', 'select_trainable', 'export_kind', 'v1_export', 'transformer_kwargs', 'load_models',
+           'encode_latents', 'tokenize', 'diffusion_loss', 'RunState', 'TrainingDiverged', 'TrainResult',
+           'make_lr_scheduler', 'make_data', 'register_checkpoint_hooks', 'EMASwap', 'export_run', 'save_checkpoint',
+           'save_sanity_check', 'run_validation', 'check_finite', 'build_trainee', 'warmup_warning', 'start_summary',
+           'messages_above', 'scaled_lr', 'train', 'end_summary', 'train_from_args', 'main']
 
 # %% ../nbs/11_training.ipynb #2e0f4d6b
 def make_train_scheduler(num_train_timesteps=1000) -> DDPMScheduler:
@@ -338,119 +126,6 @@ class DiffusionObjective:
         terms['mse'] = mse
         terms['loss'] = mse + terms['vb'] if 'vb' in terms else mse
         return terms
-
-# %% ../nbs/11_training.ipynb #064036d0
-CHECKPOINT_RE = re.compile(r'^checkpoint-(\d+)$')
-
-def list_checkpoints(output_dir) -> list[Path]:
-    "Complete checkpoint folders of `output_dir`, oldest first."
-    d = Path(output_dir)
-    found = [(int(m.group(1)), p) for p in (d.iterdir() if d.is_dir() else []) if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-def checkpoint_step(path) -> int:
-    m = CHECKPOINT_RE.match(Path(path).name)
-    if not m: raise EasyAnimateError(f"{path} is not a checkpoint folder (checkpoint-<step>)")
-    return int(m.group(1))
-
-def resolve_resume(resume, output_dir) -> Path | None:
-    "The checkpoint to resume from: None, `latest` (None when there is none yet) or a checkpoint folder."
-    if not resume: return None
-    if resume == 'latest':
-        found = list_checkpoints(output_dir)
-        return found[-1] if found else None
-    for cand in (Path(resume), Path(output_dir) / resume):
-        if cand.is_dir() and CHECKPOINT_RE.match(cand.name): return cand
-    have = ', '.join(p.name for p in list_checkpoints(output_dir)) or 'none'
-    raise EasyAnimateError(f"resume_from_checkpoint {resume!r} is not a checkpoint folder; checkpoints in {output_dir}: {have} (or use latest)")
-
-def commit_checkpoint(tmp, final) -> Path:
-    "Rename the finished temporary folder `tmp` to `final` (replacing an older folder of that name)."
-    tmp, final = Path(tmp), Path(final)
-    if final.exists():
-        old = final.with_name(f'.{final.name}.old')
-        shutil.rmtree(old, ignore_errors=True); os.replace(final, old)
-        os.replace(tmp, final); shutil.rmtree(old, ignore_errors=True)
-    else: os.replace(tmp, final)
-    return final
-
-RUN_FILES = ('train_config.yaml', 'logs', 'loss_curve.png', 'sanity_check', 'validation', 'skipped_samples.txt',
-             'motion_module.safetensors', 'transformer.safetensors', 'lora.safetensors')   # every name of EXPORT_NAMES (checked below)
-PARTIAL_CHECKPOINT_RE = re.compile(r'^\.checkpoint-\d+\.(tmp|old)$')
-
-def earlier_run(output_dir) -> list[Path]:
-    "What a run left in `output_dir`: checkpoints (complete or not), logs, exports, validation clips (other files are not a run's)."
-    d = Path(output_dir)
-    if not d.is_dir(): return []
-    found = [p for p in d.iterdir() if p.name in RUN_FILES or CHECKPOINT_RE.match(p.name) or PARTIAL_CHECKPOINT_RE.match(p.name)]
-    return sorted(found, key=lambda p: (0, checkpoint_step(p), '') if CHECKPOINT_RE.match(p.name) else (1, 0, p.name))
-
-def check_output_dir(config) -> list[Path]:
-    "Refuse an `output_dir` that holds an earlier run unless this run resumes it; with `overwrite_output_dir`, return that run's files to delete."
-    found = earlier_run(config.output_dir)
-    if not found or config.resume_from_checkpoint: return []
-    if config.overwrite_output_dir: return found
-    names = ', '.join(p.name for p in found[:5]) + (', ...' if len(found) > 5 else '')
-    raise EasyAnimateError(f"output_dir {config.output_dir} holds an earlier run ({names}); nothing was changed. Continue it with resume_from_checkpoint=latest, "
-                           f"train into another output_dir, or set overwrite_output_dir=true to delete that run first")
-
-def delete_run(paths):
-    "Delete the files and folders of an earlier run."
-    for p in paths: shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-
-def prune_checkpoints(output_dir, keep) -> list[Path]:
-    "Delete all but the newest `keep` checkpoints (none when `keep` is None); returns the deleted folders."
-    if keep is None: return []
-    old = list_checkpoints(output_dir)[:-keep]
-    for p in old: shutil.rmtree(p)
-    return old
-
-# %% ../nbs/11_training.ipynb #54fafb05
-LOG_COLUMNS = ('step', 'loss', 'mse', 'vb', 'lr', 'grad_norm', 'seconds', 'samples_per_second')
-
-class MetricsLog:
-    "Per-step training metrics in a CSV file that survives resuming."
-    def __init__(self, path): self.path = Path(path)
-
-    def start(self, resume_step=0):
-        "Begin logging after `resume_step`: drop the rows of later steps (all rows for a new run)."
-        kept = [r for r in self.rows() if int(r['step']) <= resume_step] if resume_step else []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.path) as tmp, open(tmp, 'w', newline='') as f:
-            w = csv.DictWriter(f, LOG_COLUMNS); w.writeheader(); w.writerows(kept)
-        return self
-
-    def add(self, **values):
-        with open(self.path, 'a', newline='') as f:
-            csv.DictWriter(f, LOG_COLUMNS).writerow({k: values.get(k, '') for k in LOG_COLUMNS})
-
-    def rows(self) -> list[dict]:
-        if not self.path.exists(): return []
-        with open(self.path, newline='') as f: return list(csv.DictReader(f))
-
-    def column(self, name) -> np.ndarray:
-        return np.array([float(r[name]) for r in self.rows() if r.get(name) not in ('', None)])
-
-def smooth(values, beta=0.9):
-    "Bias-corrected exponential moving average (TensorBoard's smoothing)."
-    out, avg = [], 0.0
-    for i, v in enumerate(values, 1):
-        avg = beta * avg + (1 - beta) * v; out.append(avg / (1 - beta ** i))
-    return np.array(out)
-
-def plot_losses(log: MetricsLog, path, title='training loss'):
-    "Save the loss curve (raw and smoothed) of `log` as a PNG."
-    import matplotlib; matplotlib.use('Agg', force=False)
-    import matplotlib.pyplot as plt
-    steps, loss = log.column('step'), log.column('loss')
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if len(loss):
-        ax.plot(steps, loss, alpha=0.3, label='loss'); ax.plot(steps, smooth(loss), label='smoothed')
-        if loss.min() > 0 and loss.max() / loss.min() > 20: ax.set_yscale('log')
-    ax.set_xlabel('step'); ax.set_ylabel('loss (MSE + VB)'); ax.set_title(title); ax.legend(); fig.tight_layout()
-    with atomic_path(path) as tmp: fig.savefig(tmp, dpi=100, format='png')
-    plt.close(fig)
-    return Path(path)
 
 # %% ../nbs/11_training.ipynb #67fc4f84
 ADDED_COND_KWARGS = {'resolution': None, 'aspect_ratio': None}
@@ -574,10 +249,6 @@ class TrainingDiverged(EasyAnimateError):
     "The loss became NaN or infinite."
     exit_status = 1
 
-class DiskFull(EasyAnimateError):
-    "The disk (or quota) filled up while the run wrote a checkpoint, its export or its logs."
-    exit_status = 1
-
 @dataclass
 class TrainResult:
     "What a finished run produced."
@@ -638,37 +309,6 @@ def export_run(accelerator, trainee, kind, path, ema=None, params=()):
         sd = accelerator.get_state_dict(trainee)
         if not accelerator.is_main_process: return None
         return save_state_dict(v1_export(sd, kind), path, metadata={'format': 'pt', 'easyanimate_export': kind})
-
-def checkpoint_bytes(output_dir, params=(), ema=None) -> int:
-    "The space a checkpoint takes: the newest complete one's size, else an estimate (weights, two AdamW moments, export, EMA)."
-    last = list_checkpoints(output_dir)
-    if last: return sum(f.stat().st_size for f in last[-1].rglob('*') if f.is_file())
-    return sum(p.numel() * 4 for p in params) * (4 + (ema is not None)) + 2 ** 20
-
-TORCH_WRITE_FAILED = ('inline_container', 'PytorchStreamWriter', 'file write failed')
-
-def write_failed_for_space(exc, folder, needed) -> bool:
-    "Whether a failed write was the disk filling up (torch.save only says 'unexpected pos', so then the free space decides)."
-    if is_disk_full(exc): return True
-    return isinstance(exc, RuntimeError) and any(t in str(exc) for t in TORCH_WRITE_FAILED) and shutil.disk_usage(folder).free < needed
-
-def disk_full_error(folder, what, needed) -> DiskFull:
-    "One line: what could not be written where, the free space it needs, the last good checkpoint and how to go on."
-    folder, last = Path(folder), list_checkpoints(folder)
-    then = (f"the last good checkpoint is {last[-1]}: free some space, then continue with resume_from_checkpoint=latest" if last
-            else "no checkpoint was written yet: free some space and start again")
-    return DiskFull(f"the disk is full: writing {what} in {folder} needs about {size_text(needed)} free "
-                    f"({size_text(shutil.disk_usage(folder).free)} free now); {then}")
-
-@contextlib.contextmanager
-def disk_full_guard(folder, what, needed):
-    "Turn a full disk inside the block into `DiskFull`; `needed()` says how many bytes the write needs."
-    try: yield
-    except DiskFull: raise
-    except Exception as e:
-        n = needed()
-        if not write_failed_for_space(e, folder, n): raise
-        raise disk_full_error(folder, what, n) from None
 
 def save_checkpoint(accelerator, output_dir, step, trainee, kind, ema=None, params=(), keep=None) -> Path:
     "Write `checkpoint-<step>` atomically (temporary folder, then rename), with the exported weights inside; prune old ones."
@@ -986,48 +626,6 @@ def _finish(run, losses) -> TrainResult:
     return TrainResult(out, export, state.step, losses, skipped, list_checkpoints(out))
 
 # %% ../nbs/11_training.ipynb #c868f1b3
-def _arg_spec(f):
-    kind = str(f.type).split('|')[0].strip()
-    if kind == 'list': return dict(nargs='+', metavar='VALUE')
-    if kind == 'bool': return dict(nargs='?', const='true', metavar='BOOL')
-    return dict(metavar=kind.upper())
-
-def _add_options(parser):
-    parser.add_argument('--config', metavar='FILE', help='YAML or JSON file of training options')
-    group = parser.add_argument_group('training options (the names of the config file; v1 spellings accepted)')
-    for f in fields(TrainConfig):
-        group.add_argument(f'--{f.name}', dest=f'opt__{f.name}', default=argparse.SUPPRESS, help=OPTION_HELP[f.name], **_arg_spec(f))
-    spec = {f.name: _arg_spec(f) for f in fields(TrainConfig)}
-    for alias, name in V1_ALIASES.items(): group.add_argument(f'--{alias}', dest=f'opt__{alias}', default=argparse.SUPPRESS, help=f'v1 name of --{name}', **spec[name])
-    return parser
-
-def add_train_args(parser):
-    "Add the training options to an argparse parser (used by `easyanimate train`)."
-    _add_options(parser)
-    # REMAINDER: `key=value` overrides and options may then come in any order (parsed again in `args_to_config`)
-    parser.add_argument('overrides', nargs=argparse.REMAINDER, metavar='KEY=VALUE', help='options overriding the config file, e.g. learning_rate=1e-4')
-    return parser
-
-def _options_of(ns): return {k[len('opt__'):]: v for k, v in vars(ns).items() if k.startswith('opt__')}
-
-def args_to_config(args) -> TrainConfig:
-    "The `TrainConfig` of parsed arguments (config file < --options < key=value)."
-    options, config_file, overrides = _options_of(args), args.config, []
-    if args.overrides:
-        from easyanimate.cli import Parser
-        rest = _add_options(Parser(prog='easyanimate train'))
-        rest.add_argument('overrides', nargs='*')
-        later = rest.parse_intermixed_args(args.overrides)
-        options, config_file, overrides = {**options, **_options_of(later)}, later.config or config_file, list(later.overrides)
-    known, types = set(option_names()) | set(V1_ALIASES), {f.name: str(f.type) for f in fields(TrainConfig)}
-    is_override = lambda v: isinstance(v, str) and v.partition('=')[0] in known and '=' in v
-    for name, value in options.items():  # an override right after `--flag` or `--list a b` was taken as the option's value
-        if isinstance(value, list) and any(map(is_override, value)):
-            options[name] = [v for v in value if not is_override(v)]; overrides += [v for v in value if is_override(v)]
-        elif types.get(V1_ALIASES.get(name, name), '').startswith('bool') and is_override(value):
-            options[name] = 'true'; overrides.append(value)
-    return train_config(config_file, overrides, **options)
-
 def train_from_args(args) -> int:
     "Run `train` for parsed command-line arguments; returns the exit status."
     train(args_to_config(args))

@@ -59,7 +59,7 @@ def chapter_list_md(nbs):
     for p in chapters(nbs):
         if p.name == INDEX: continue
         title, summary = title_summary(p)
-        num = re.match(r'^(\d+)_', p.name)
+        num = re.match(r'^(\d+[a-z]?)_', p.name)   # 11a_ is a chapter split off 11_: it reads right after it
         lines.append(f"- {num.group(1) + ' ' if num else ''}[{title}]({p.name}){' — ' + summary if summary else ''}")
     return '\n'.join(lines)
 
