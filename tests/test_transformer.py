@@ -1,8 +1,8 @@
 "End-to-end checks of easyanimate.transformer: equality with the original v1 code, key layout, loaders."
-import json
+import json, lzma
 from pathlib import Path
 import pytest, torch
-from safetensors.torch import load_file
+from safetensors.torch import load
 from easyanimate.transformer import Transformer3DModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ def reference_file(name):
 
 @pytest.fixture(scope='module')
 def ref_a():
-    ref = load_file(str(reference_file('ref_A.safetensors')))
+    ref = load(lzma.decompress(reference_file('ref_A.safetensors.xz').read_bytes()))
     cfg = json.loads(reference_file('ref_A.json').read_text())
     sd = {k[len('state_dict.'):]: v for k, v in ref.items() if k.startswith('state_dict.')}
     return cfg, sd, ref
