@@ -43,8 +43,9 @@ def _pab(interval, timestep, **kw):
                                            spatial_attention_block_identifiers=SPATIAL_ATTENTION, temporal_attention_block_identifiers=TEMPORAL_ATTENTION,
                                            cross_attention_block_identifiers=CROSS_ATTENTION, current_timestep_callback=timestep)
 
-def _fastercache(interval, timestep, **kw):
-    return FasterCacheConfig(unconditional_batch_skip_range=int(interval), spatial_attention_block_skip_range=2, temporal_attention_block_skip_range=2,
+def _fastercache(interval, timestep, guided=True, **kw):
+    return FasterCacheConfig(is_guidance_distilled=not guided,   # without guidance there is no unguided half to skip: one prompt per batch row
+                             unconditional_batch_skip_range=int(interval), spatial_attention_block_skip_range=2, temporal_attention_block_skip_range=2,
                              spatial_attention_block_identifiers=SPATIAL_ATTENTION, temporal_attention_block_identifiers=TEMPORAL_ATTENTION,
                              attention_weight_callback=lambda _: 0.5, tensor_format='BCFHW', current_timestep_callback=timestep,
                              _unconditional_conditional_input_kwargs_identifiers=BATCHED_INPUTS)
@@ -115,12 +116,12 @@ def cache_summary(spec) -> str:
     ratios = f" (MagCache ratios for {len(spec['mag_ratios'])} steps)" if spec.get('mag_ratios') else ''
     return f"{spec['method']} {m.knob} {spec.get(m.knob, m.default)}{ratios}"
 
-def cache_config(spec, steps, timestep=lambda: None, dtype=torch.float32):
-    "The diffusers config of setting `spec` for a run of `steps` transformer calls; `timestep()` gives the current timestep."
+def cache_config(spec, steps, timestep=lambda: None, dtype=torch.float32, guided=True):
+    "The diffusers config of setting `spec` for a run of `steps` transformer calls; `timestep()` gives the current timestep; `guided`: each batch is an unguided half plus a guided half."
     if isinstance(spec, DIFFUSERS_CACHE_CONFIGS): return spec
     m = CACHE_METHODS[spec['method']]
     kwargs = {k: v for k, v in spec.items() if k not in ('method', m.knob)}
-    return m.build(spec[m.knob], steps=steps, timestep=timestep, dtype=dtype, **kwargs)
+    return m.build(spec[m.knob], steps=steps, timestep=timestep, dtype=dtype, guided=guided, **kwargs)
 
 # %% ../nbs/20_step_cache.ipynb #4238f740
 def denoiser_context(transformer, name):
@@ -141,7 +142,7 @@ def cached_run(pipe, steps):
     if transformer.is_cache_enabled:
         raise EasyAnimateError("the transformer already has a cache enabled (enable_cache); set pipe.step_cache = None, or disable_cache() first")
     current = lambda: None if pipe.current_timestep is None else float(pipe.current_timestep)
-    transformer.enable_cache(cache_config(spec, steps, current, transformer.dtype))
+    transformer.enable_cache(cache_config(spec, steps, current, transformer.dtype, guided=pipe.do_classifier_free_guidance))
     try: yield
     finally: transformer.disable_cache()
 
