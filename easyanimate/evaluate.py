@@ -10,10 +10,11 @@ from .utils import EasyAnimateError, atomic_path
 from .shapes import COLOURS, DIRECTIONS, ClipSpec, eval_prompts, parse_caption, render_clip, rgb_to_lab
 
 # %% auto #0
-__all__ = ['as_frames', 'estimate_background', 'foreground_mask', 'label_components', 'largest_blobs', 'nearest_colour',
-           'blob_colour', 'detect_colour', 'centroid_track', 'theil_sen', 'blob_velocity', 'direction_name',
-           'detect_direction', 'jitter', 'flicker', 'temporal_smoothness', 'analyse_clip', 'degrade', 'summarise',
-           'format_report', 'evaluate', 'render_generate_fn', 'pipeline_generate_fn', 'add_evaluate_args',
+__all__ = ['SHAPE_THRESHOLDS', 'as_frames', 'estimate_background', 'foreground_mask', 'label_components', 'largest_blobs',
+           'nearest_colour', 'blob_colour', 'detect_colour', 'centroid_track', 'theil_sen', 'blob_velocity',
+           'direction_name', 'detect_direction', 'shape_features', 'shape_name', 'detect_shape', 'jitter', 'flicker',
+           'temporal_smoothness', 'analyse_clip', 'degrade', 'summarise', 'format_report', 'evaluate',
+           'render_generate_fn', 'pipeline_generate_fn', 'add_evaluate_args', 'BelowBar', 'check_bars',
            'run_evaluate_demo', 'evaluate_from_args']
 
 # %% ../nbs/14_evaluate.ipynb #e82742aa
@@ -138,6 +139,31 @@ def detect_direction(frames, background=None, min_speed: float = 0.005) -> str:
     f = as_frames(frames)
     return direction_name(blob_velocity(largest_blobs(foreground_mask(f, background))), f.shape[2], min_speed)
 
+# %% ../nbs/14_evaluate.ipynb #f524c6ea
+SHAPE_THRESHOLDS = dict(top_bottom=0.80, square_fill=0.885)   # measured on clips through the demo VAE: see below
+
+def shape_features(blob) -> tuple[float, float] | None:
+    "Median (fill, top/bottom) over the frames of `blob` [F, H, W] that show it: area over bounding box area, top half's area over bottom half's."
+    fill, top_bottom = [], []
+    for m in blob:
+        if m.sum() < 4: continue
+        ys, xs = np.nonzero(m)
+        box = m[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        h = box.shape[0]
+        fill.append(box.mean()); top_bottom.append(box[:h // 2].sum() / max(box[(h + 1) // 2:].sum(), 1))
+    return (float(np.median(fill)), float(np.median(top_bottom))) if fill else None
+
+def shape_name(features, thresholds=SHAPE_THRESHOLDS) -> str:
+    "'triangle', 'square' or 'circle' from `shape_features`; 'none' when there is no blob."
+    if features is None: return 'none'
+    fill, top_bottom = features
+    if top_bottom < thresholds['top_bottom']: return 'triangle'
+    return 'square' if fill >= thresholds['square_fill'] else 'circle'
+
+def detect_shape(frames, background=None) -> str:
+    "'circle', 'square' or 'triangle': the shape of the largest non-background blob ('none' if there is none)."
+    return shape_name(shape_features(largest_blobs(foreground_mask(as_frames(frames), background))))
+
 # %% ../nbs/14_evaluate.ipynb #20c49c6c
 def _dilate(mask): return mask | np.logical_or.reduce(_neighbours(mask, False))
 
@@ -163,13 +189,13 @@ def temporal_smoothness(frames, background=None) -> dict:
 
 # %% ../nbs/14_evaluate.ipynb #1de4b964
 def analyse_clip(frames, background=None, min_speed: float = 0.005) -> dict:
-    "Colour, direction, velocity (px/frame), jitter and flicker of a clip, from one segmentation."
+    "Colour, shape, direction, velocity (px/frame), jitter and flicker of a clip, from one segmentation."
     f = as_frames(frames)
     bg = estimate_background(f) if background is None else background
     fg = foreground_mask(f, bg)
     blob = largest_blobs(fg)
     v = blob_velocity(blob)
-    return dict(colour=blob_colour(f, blob, bg), direction=direction_name(v, f.shape[2], min_speed),
+    return dict(colour=blob_colour(f, blob, bg), shape=shape_name(shape_features(blob)), direction=direction_name(v, f.shape[2], min_speed),
                 velocity=None if v is None else v.round(3).tolist(), jitter=jitter(blob), flicker=flicker(f, fg))
 
 # %% ../nbs/14_evaluate.ipynb #1341f457
@@ -188,29 +214,29 @@ def _mean(xs):
 
 def summarise(rows: list[dict]) -> dict:
     "Accuracy and mean smoothness of scored clips."
-    return dict(n=len(rows), **{k: _mean([r[k] for r in rows]) for k in ('colour_ok', 'direction_ok', 'both_ok', 'jitter', 'flicker')})
+    return dict(n=len(rows), **{k: _mean([r[k] for r in rows]) for k in ('colour_ok', 'direction_ok', 'both_ok', 'shape_ok', 'jitter', 'flicker')})
 
 def format_report(report: dict) -> str:
     "The summary of `evaluate`'s report as a text table."
     pct = lambda v: '    -' if v is None else f"{v:5.0%}"
     num = lambda v, w: ' ' * (w - 1) + '-' if v is None else f"{v:{w}.2f}"
-    lines = [f"{'':9s} {'n':>4s} {'colour':>7s} {'direction':>10s} {'both':>6s} {'jitter px':>10s} {'flicker':>8s}"]
+    lines = [f"{'':9s} {'n':>4s} {'colour':>7s} {'direction':>10s} {'both':>6s} {'shape':>6s} {'jitter px':>10s} {'flicker':>8s}"]
     for key, name in (('seen', 'seen'), ('held_out', 'held-out'), ('all', 'all')):
         r = report[key]
-        lines.append(f"{name:9s} {r['n']:4d} {pct(r['colour_ok']):>7s} {pct(r['direction_ok']):>10s} {pct(r['both_ok']):>6s} "
+        lines.append(f"{name:9s} {r['n']:4d} {pct(r['colour_ok']):>7s} {pct(r['direction_ok']):>10s} {pct(r['both_ok']):>6s} {pct(r['shape_ok']):>6s} "
                      f"{num(r['jitter'], 10)} {num(r['flicker'], 8)}")
     return '\n'.join(lines)
 
 def evaluate(generate_fn, prompts=None, background=None, verbose: bool = True, progress: bool = False) -> dict:
-    "Score `generate_fn(prompt, seed) -> video` on `prompts` (default `eval_prompts()`): colour, direction, smoothness."
+    "Score `generate_fn(prompt, seed) -> video` on `prompts` (default `eval_prompts()`): colour, direction, shape, smoothness."
     from tqdm import tqdm
     rows = []
     for p in tqdm(eval_prompts() if prompts is None else prompts, desc='evaluate', disable=not progress, leave=False):
         a = analyse_clip(generate_fn(p.prompt, p.seed), background)
         ok = dict(colour_ok=a['colour'] == p.colour, direction_ok=a['direction'] == p.direction)
-        rows.append(dict(prompt=p.prompt, seed=p.seed, held_out=p.held_out, colour=p.colour, direction=p.direction,
-                         detected_colour=a['colour'], detected_direction=a['direction'], velocity=a['velocity'],
-                         **ok, both_ok=all(ok.values()), jitter=a['jitter'], flicker=a['flicker']))
+        rows.append(dict(prompt=p.prompt, seed=p.seed, held_out=p.held_out, colour=p.colour, direction=p.direction, shape=p.shape,
+                         detected_colour=a['colour'], detected_direction=a['direction'], detected_shape=a['shape'], velocity=a['velocity'],
+                         **ok, both_ok=all(ok.values()), shape_ok=a['shape'] == p.shape, jitter=a['jitter'], flicker=a['flicker']))
     report = dict(seen=summarise([r for r in rows if not r['held_out']]),
                   held_out=summarise([r for r in rows if r['held_out']]), all=summarise(rows), clips=rows)
     if verbose: print(format_report(report))
@@ -264,6 +290,8 @@ def add_evaluate_args(parser):
     parser.add_argument('--json', default=None, help='write the full report (every clip) to this JSON file')
     parser.add_argument('--min-seen', type=float, default=None, help='fail unless colour+direction accuracy on seen prompts reaches this')
     parser.add_argument('--min-held-out', type=float, default=None, help='fail unless colour+direction accuracy on held-out prompts reaches this')
+    parser.add_argument('--min-colour-direction', type=float, default=None, help='fail unless colour+direction accuracy on seen and on held-out prompts reaches this')
+    parser.add_argument('--min-shape', type=float, default=None, help='fail unless shape accuracy on seen and on held-out prompts reaches this')
     return parser
 
 def _load_pipeline(path, device):
@@ -273,6 +301,17 @@ def _load_pipeline(path, device):
     pipe = EasyAnimateV1Pipeline.from_pretrained(path).to(device)
     pipe.set_progress_bar_config(disable=True)  # one bar over the prompts instead of one per clip
     return pipe
+
+class BelowBar(EasyAnimateError):
+    "A score below a `--min-*` bar: the run worked, the model did not pass (exit status 1)."
+    exit_status = 1
+
+def check_bars(report: dict, bars) -> None:
+    "Raise `BelowBar` naming the first `(group, metric, label, bar)` of `bars` whose score in `report[group]` is below `bar` (None: no bar)."
+    for group, metric, label, need in bars:
+        got = report[group][metric]
+        if need is not None and got is not None and got < need:
+            raise BelowBar(f"{label} on {group.replace('_', '-')} prompts is {got:.0%}, below the required {need:.0%}")
 
 def run_evaluate_demo(args) -> dict:
     "Run `easyanimate evaluate-demo` with parsed `args`; return the report."
@@ -292,13 +331,12 @@ def run_evaluate_demo(args) -> dict:
     report = evaluate(generate, eval_prompts(args.seen, args.held_out, args.seed), progress=not args.oracle)
     if args.json:
         with atomic_path(args.json) as tmp: tmp.write_text(json.dumps(report, indent=1))
-    for key, need in (('seen', args.min_seen), ('held_out', args.min_held_out)):
-        got = report[key]['both_ok']
-        if need is not None and got is not None and got < need:
-            raise EasyAnimateError(f"colour+direction accuracy on {key.replace('_', '-')} prompts is {got:.0%}, below the required {need:.0%}")
+    check_bars(report, [('seen', 'both_ok', 'colour+direction accuracy', args.min_seen), ('held_out', 'both_ok', 'colour+direction accuracy', args.min_held_out),
+                        *[(g, 'both_ok', 'colour+direction accuracy', args.min_colour_direction) for g in ('seen', 'held_out')],
+                        *[(g, 'shape_ok', 'shape accuracy', args.min_shape) for g in ('seen', 'held_out')]])
     return report
 
 def evaluate_from_args(args) -> int:
-    "The `evaluate-demo` command: `run_evaluate_demo`, exit status 0 (a missed `--min-*` is an `EasyAnimateError`, status 2)."
+    "The `evaluate-demo` command: `run_evaluate_demo`, exit status 0 (a missed `--min-*` bar is a `BelowBar`, status 1)."
     run_evaluate_demo(args)
     return 0
