@@ -63,6 +63,15 @@ def test_evaluate_demo_scores_what_the_docs_say(evaluation):
     assert all(recorded[part]['both_ok'] == report[part]['both_ok'] for part in ('seen', 'held_out'))   # the record is this model's
 
 
+def test_shape_baseline_of_the_evaluation_chapter(evaluation):
+    "The shape accuracy the evaluation chapter states (measured 2026-12-06): every square comes out as a circle."
+    report, _ = evaluation
+    right = {part: round(report[part]['shape_ok'] * report[part]['n']) for part in ('seen', 'held_out')}
+    assert right == {'seen': 12, 'held_out': 7}, (right, [(c['prompt'], c['detected_shape']) for c in report['clips'] if not c['shape_ok']])
+    squares = [c['detected_shape'] for c in report['clips'] if c['shape'] == 'square']
+    assert len(squares) == 8 and set(squares) == {'circle'}
+
+
 def test_cli_generate_uses_the_demo_model(tmp_path, capsys):
     assert main(['generate', 'a small yellow circle moving left', '--out', str(tmp_path / 'clip.gif'), '--steps', '8', '--quiet']) == 0
     assert (tmp_path / 'clip.gif').is_file() and 'RANDOM' not in capsys.readouterr().err

@@ -85,6 +85,18 @@ def test_cli_functions(tmp_path):
     with pytest.raises(EasyAnimateError, match='not both'): evaluate_from_args(parser.parse_args(['--oracle', '--model', str(tmp_path)]))
     with pytest.raises(EasyAnimateError, match='below the required 101%'):
         evaluate_from_args(parser.parse_args(['--oracle', '--seen', '1', '--held-out', '0', '--min-seen', '1.01']))
+    from easyanimate.cli import main
+    assert main(['evaluate-demo', '--oracle', '--seen', '2', '--held-out', '1', '--min-shape', '1.0', '--min-colour-direction', '1.0']) == 0
+    assert main(['evaluate-demo', '--oracle', '--seen', '0', '--held-out', '1', '--min-shape', '1.01']) == 1   # a missed bar: 1, bad input: 2
+
+
+def test_shape_is_read_back_from_rendered_and_degraded_clips(tmp_path):
+    from easyanimate.evaluate import detect_shape
+    for i, spec in enumerate(ClipSpec(c, s, list(DIRECTIONS)[i % 4], ('small', 'big')[i % 2], seed=i)
+                             for i, (c, s) in enumerate((c, s) for c in ('red', 'blue', 'white') for s in SHAPES)):
+        clip = render_clip(spec)
+        back = read_clip(write_clip(clip, tmp_path / f'{i}.mp4', pix_fmt='yuv420p', crf=18))
+        assert detect_shape(clip) == detect_shape(back) == analyse_clip(back)['shape'] == spec.shape, spec
 
 
 def test_evaluate_runs_on_a_real_tiny_pipeline(tmp_path):
