@@ -157,16 +157,20 @@ def _output_suffix(args, frames):
     return '.png' if frames == 1 else '.mp4'
 
 # %% ../nbs/09_cli.ipynb #eb329960
-def plan_generate(args) -> dict:
-    "Every setting of a `generate` run, validated before any model is loaded."
+def _pipeline_geometry(pipe):
+    "(transformer config, VAE factor, native size) of a loaded pipeline: what a request to it is checked against."
+    return dict(pipe.transformer.config), pipe.vae_scale_factor, pipe.native_size
+
+def plan_generate(args, pipeline=None) -> dict:
+    "Every setting of a `generate` run, validated before any model is loaded (or against `pipeline`, a loaded one, with its defaults)."
     if not args.prompt.strip(): raise EasyAnimateError("the prompt is empty: describe the video to generate")
     _check_files(args)
     from easyanimate.pipeline import resolve_device, resolve_dtype
     from easyanimate.inpaint import plan_inputs, INPAINT_CHANNELS
     from easyanimate.samplers import check_steps, get_scheduler, resolve_sampler
     from easyanimate.video_io import check_output
-    model = args.model or demo_model_path()
-    d = model_defaults(model)
+    model = (args.model or demo_model_path()) if pipeline is None else (pipeline.name_or_path or 'the pipeline given')
+    d = model_defaults(model) if pipeline is None else pipeline.generation_defaults
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else d[name]
     plan = dict(model=model, prompt=args.prompt, negative_prompt=pick('negative_prompt'), frames=pick('frames'), steps=pick('steps'),
                 guidance=pick('guidance'), sampler=resolve_sampler(pick('sampler')), fps=pick('fps'), seed=pick('seed'),
@@ -177,7 +181,8 @@ def plan_generate(args) -> dict:
     if plan['guidance'] < 0: raise EasyAnimateError(f"--guidance must be >= 0; got {plan['guidance']}")
     if plan['fps'] < 1: raise EasyAnimateError(f"--fps must be >= 1; got {plan['fps']}")
     if plan['num_videos'] < 1: raise EasyAnimateError(f"--num-videos must be >= 1; got {plan['num_videos']}")
-    if model is not None: cfg, factor, native = _model_geometry(model)
+    if pipeline is not None: cfg, factor, native = _pipeline_geometry(pipeline)
+    elif model is not None: cfg, factor, native = _model_geometry(model)
     else:
         from easyanimate.tiny import tiny_config
         from easyanimate.transformer import V1_ADDITIONAL_KWARGS

@@ -8,11 +8,10 @@ import argparse, base64, contextlib, html, io, random, re, shlex, tempfile, thre
 from pathlib import Path
 import ipywidgets as W
 from .utils import EasyAnimateError
-from .cli import DEMO_NOTICE, build_parser, classify_checkpoint, demo_model_path, header_shapes, model_defaults, parse_size
+from .cli import DEMO_NOTICE, build_parser, classify_checkpoint, demo_model_path, header_shapes, model_defaults
 from .cli import load_for_plan, plan_generate
-from .inpaint import plan_inputs
 from .samplers import resolve_sampler, sampler_names, scheduler_sampler_name, switch_sampler
-from .step_cache import CACHE_CHOICES, CONSERVATIVE_CACHE, resolve_cache
+from .step_cache import CACHE_CHOICES, CONSERVATIVE_CACHE
 from .video_io import DEFAULT_OUTPUT_DIR, is_folder_output, save_video
 
 # %% auto #0
@@ -66,14 +65,9 @@ def command_line(v: dict) -> str:
 
 # %% ../nbs/15_ui.ipynb #e4d6520b
 def plan_request(v: dict, pipeline=None) -> tuple[dict, argparse.Namespace]:
-    "Check settings `v` by `easyanimate generate`'s rules: (the command's plan, its arguments). Raises `EasyAnimateError`."
+    "Check settings `v` by `easyanimate generate`'s rules against `pipeline` (default: the model `v` names): (the command's plan, its arguments). Raises `EasyAnimateError`."
     args = build_parser('generate').parse_args(generate_argv(v))
-    if pipeline is None: return plan_generate(args), args
-    plan = plan_generate(argparse.Namespace(**{**vars(args), 'size': None, **dict.fromkeys(INPAINT_OPTIONS)}))
-    plan['height'], plan['width'] = parse_size(args.size) if args.size else (pipeline.native_size, pipeline.native_size)
-    plan['inputs'] = plan_inputs(args, dict(pipeline.transformer.config), pipeline.vae_scale_factor, plan)   # checks size and frames too
-    plan['cache'] = resolve_cache(args.cache or 'off', pipeline.generation_defaults['cache'], args.cache_knob)   # 'auto': this pipeline's own setting
-    return plan, args
+    return plan_generate(args, pipeline), args
 
 # %% ../nbs/15_ui.ipynb #ade12a9c
 MIME_TYPES = {'.mp4': 'video/mp4', '.gif': 'image/gif', '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.webp': 'image/webp'}
