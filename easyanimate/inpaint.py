@@ -20,9 +20,10 @@ from .video_io import to_frames
 __all__ = ['LATENT_CHANNELS', 'INPAINT_CHANNELS', 'NUM_IMAGE_TOKENS', 'IMAGE_ENCODER', 'CLIP_APPLY_RATIO', 'LONG_VIDEO_OVERLAP',
            'V2V_STRENGTH', 'is_inpaint_model', 'widen_transformer', 'encode_video', 'check_mask', 'inpaint_latents',
            'tiny_image_encoder', 'save_image_encoder', 'load_image_encoder', 'image_embeds', 'ConditionFrames',
-           'condition_frames', 'pixels_to_tensor', 'Condition', 'check_strength', 'text_only_refusal',
-           'prepare_condition', 'strength_timesteps', 'start_latents', 'widen_pipeline', 'tiny_inpaint_pipeline',
-           'crossfade', 'segment_lengths', 'generate_long', 'read_input', 'plan_inputs', 'time_modes']
+           'condition_frames', 'pixels_to_tensor', 'Condition', 'check_strength', 'check_v2v_strength', 'model_name',
+           'text_only_refusal', 'prepare_condition', 'denoising_steps', 'strength_timesteps', 'start_latents',
+           'widen_pipeline', 'tiny_inpaint_pipeline', 'crossfade', 'segment_lengths', 'check_last_segment',
+           'generate_long', 'read_input', 'plan_inputs', 'time_modes']
 
 # %% ../nbs/17_inpaint.ipynb #265849db
 LATENT_CHANNELS = 4
@@ -229,10 +230,22 @@ def check_strength(strength, clip_apply_ratio=CLIP_APPLY_RATIO):
     if not isinstance(clip_apply_ratio, (int, float)) or not 0 <= clip_apply_ratio <= 1:
         raise EasyAnimateError(f"clip_apply_ratio must be in [0, 1] (the last fraction of steps that see the image tokens); got {clip_apply_ratio}")
 
-def text_only_refusal(transformer, mode) -> str:
-    what = {'i2v': 'a start image', 'inpaint': 'a mask', 'long': 'a long video (each segment continues from the last frames of the one before)'}[mode]
-    return (f"this model is text-to-video only ({transformer.config.in_channels} input channels): {what} "
-            f"needs an inpaint model ({INPAINT_CHANNELS} channels, see the inpainting chapter); a video without a mask works with strength < 1")
+def check_v2v_strength(strength):
+    "A video without a mask is redone part-way: at strength 1 nothing of it would be kept."
+    if strength == 1: raise EasyAnimateError("a video without a mask is redone part-way, with strength < 1 (e.g. 0.7); at strength 1 nothing of it would be kept")
+
+def model_name(pipe) -> str:
+    "The folder `pipe` was loaded from, or 'this model'."
+    return (getattr(pipe, 'config', None) or {}).get('_name_or_path') or 'this model'
+
+def text_only_refusal(transformer, mode, model='this model', flags=False) -> str:
+    "The one message for a request that needs an inpaint model; `transformer` may be a config dict, `flags` words it with the command line's options."
+    what = {'i2v': ('a start image', '--image'), 'inpaint': ('a mask', '--mask'),
+            'long': ('a long video (each segment continues from the last frames of the one before)', '--segment-frames')}[mode][flags]
+    cfg = getattr(transformer, 'config', transformer)
+    channels = cfg['in_channels'] if isinstance(cfg, dict) else cfg.in_channels
+    return (f"{what} needs an inpaint model ({INPAINT_CHANNELS} input channels, see the inpainting chapter); {model} is text-to-video only "
+            f"({channels} input channels): {'--video with --strength' if flags else 'a video without a mask with strength < 1'} works with it")
 
 def prepare_condition(pipe, batch, video_length, height, width, image=None, end_image=None, video=None, mask_video=None,
                       strength=1.0, clip_apply_ratio=CLIP_APPLY_RATIO, device=None) -> Condition:
@@ -240,9 +253,9 @@ def prepare_condition(pipe, batch, video_length, height, width, image=None, end_
     check_strength(strength, clip_apply_ratio)
     req = condition_frames(video_length, height, width, image, end_image, video, mask_video)
     inpaint_model = is_inpaint_model(pipe.transformer)
-    if not inpaint_model and req.mode in ('i2v', 'inpaint'): raise EasyAnimateError(text_only_refusal(pipe.transformer, req.mode))
+    if not inpaint_model and req.mode in ('i2v', 'inpaint'): raise EasyAnimateError(text_only_refusal(pipe.transformer, req.mode, model_name(pipe)))
     if strength < 1 and req.pixels is None: raise EasyAnimateError(f"strength {strength} starts part-way from an input clip: pass video= (or image=)")
-    if req.mode == 'v2v' and strength == 1: raise EasyAnimateError("a video without a mask is redone part-way, with strength < 1 (e.g. 0.7); at strength 1 nothing of it would be kept")
+    if req.mode == 'v2v': check_v2v_strength(strength)
     device, dtype = device or pipe._execution_device, pipe.transformer.dtype   # (_execution_device walks every module: pass it)
     pixels = None if req.pixels is None else pixels_to_tensor(req.pixels).to(device)
     cond = Condition(clip_apply_ratio=clip_apply_ratio)
@@ -258,10 +271,15 @@ def prepare_condition(pipe, batch, video_length, height, width, image=None, end_
 
 
 # %% ../nbs/17_inpaint.ipynb #91b3f0c6
-def strength_timesteps(scheduler, num_inference_steps, strength):
-    "The last `strength` of the schedule (diffusers' img2img rule); tells the scheduler where it begins."
+def denoising_steps(num_inference_steps, strength) -> int:
+    "How many of `num_inference_steps` a `strength` runs (diffusers' img2img rule), at least one."
     steps = min(int(num_inference_steps * strength), num_inference_steps)
     if steps < 1: raise EasyAnimateError(f"strength {strength} with {num_inference_steps} steps leaves no denoising step; raise either")
+    return steps
+
+def strength_timesteps(scheduler, num_inference_steps, strength):
+    "The last `strength` of the schedule; tells the scheduler where it begins."
+    steps = denoising_steps(num_inference_steps, strength)
     begin = (num_inference_steps - steps) * scheduler.order
     if hasattr(scheduler, 'set_begin_index'): scheduler.set_begin_index(begin)
     return scheduler.timesteps[begin:]
@@ -309,19 +327,31 @@ def segment_lengths(video_length, segment_frames, overlap) -> list[int]:
         done += lengths[-1] - overlap
     return lengths
 
+def check_last_segment(lengths, overlap, end_image, height=None, width=None, names=('video_length', 'segment_frames')):
+    "Refuse, before any segment is made, an end image that the last segment cannot take: no frame left to generate, or not the video's aspect ratio."
+    if end_image is None or len(lengths) == 1: return
+    ends = _frames(end_image, 'end_image')
+    if height and width and abs(_aspect(ends) * height / width - 1) > 0.01:
+        raise EasyAnimateError(f"end_image is {ends.shape[2]}x{ends.shape[1]} px but the video is {width}x{height}: "
+                               "the last segment starts from the video's own frames, so give the end image the video's aspect ratio")
+    if lengths[-1] <= overlap + len(ends):
+        raise EasyAnimateError(f"the last of the segments {lengths} ({lengths[-1]} frames) leaves no frame to generate after its {overlap} overlap "
+                               f"and {len(ends)} end frame(s): change {names[0]} or {names[1]}")
+
 def generate_long(pipe, prompt, video_length, segment_frames, overlap=LONG_VIDEO_OVERLAP, image=None, end_image=None, generator=None, seed=None,
                   output_type='pt', return_dict=True, **kwargs):
     "A long video in segments of `segment_frames`: each continues from the last `overlap` frames of the one before, seams cross-faded."
     from easyanimate.pipeline import EasyAnimateV1PipelineOutput, postprocess, _generator
     lengths = segment_lengths(video_length, segment_frames, overlap)
-    common = dict(generator=_generator(generator, seed), return_dict=True, **kwargs)
-    if len(lengths) == 1: return pipe(prompt, video_length=video_length, image=image, end_image=end_image, output_type=output_type, **common)
+    common = dict(generator=_generator(generator, seed), **kwargs)
+    if len(lengths) == 1: return pipe(prompt, video_length=video_length, image=image, end_image=end_image, output_type=output_type, return_dict=return_dict, **common)
     given = [k for k in ('video', 'mask_video', 'latents') if kwargs.get(k) is not None] + (['strength'] if kwargs.get('strength', 1) != 1 else [])
     if given: raise EasyAnimateError(f"long videos start from text or a start image; {', '.join(given)} cannot be used with segment_frames")
     if not isinstance(prompt, str) or kwargs.get('num_videos_per_prompt', 1) != 1: raise EasyAnimateError("long videos are made one at a time: one prompt, num_videos_per_prompt=1")
     if output_type == 'latent': raise EasyAnimateError("long videos are joined in pixels: output_type 'latent' is not available with segments")
-    if not is_inpaint_model(pipe.transformer): raise EasyAnimateError(text_only_refusal(pipe.transformer, 'long'))
-    run = lambda n, start, end: pipe(prompt, video_length=n, image=start, end_image=end, output_type='pt', **common).videos
+    if not is_inpaint_model(pipe.transformer): raise EasyAnimateError(text_only_refusal(pipe.transformer, 'long', model_name(pipe)))
+    check_last_segment(lengths, overlap, end_image, kwargs.get('height'), kwargs.get('width'))
+    run = lambda n, start, end: pipe(prompt, video_length=n, image=start, end_image=end, output_type='pt', return_dict=True, **common).videos
     video = run(lengths[0], image, None)
     for i, n in enumerate(lengths[1:], 2):
         video = crossfade(video, run(n, video[0, :, -overlap:], end_image if i == len(lengths) else None), overlap)
@@ -364,18 +394,21 @@ def plan_inputs(args, transformer_config, vae_scale_factor, plan) -> dict:
             raise EasyAnimateError(f"--mask {args.mask} has {len(inputs['mask_video'])} frames but --video {args.video} has {n}: give an image or a video of the same length")
     strength = args.strength if args.strength is not None else V2V_STRENGTH if args.video and not args.mask else 1.0
     check_strength(strength)
+    if args.video is not None and args.mask is None: check_v2v_strength(strength)
+    denoising_steps(plan['steps'], strength)
     segments = args.segment_frames is not None and args.segment_frames < plan['frames']
     if segments and plan['num_videos'] != 1: raise EasyAnimateError('long videos are made one at a time: leave out --num-videos')
-    if args.segment_frames is not None: segment_lengths(plan['frames'], args.segment_frames, LONG_VIDEO_OVERLAP if args.overlap is None else args.overlap)
+    overlap = LONG_VIDEO_OVERLAP if args.overlap is None else args.overlap
+    if args.segment_frames is not None:   # every segment's conditioning, the last one's end image included, before anything is generated
+        check_last_segment(segment_lengths(plan['frames'], args.segment_frames, overlap), overlap, inputs['end_image'], plan['height'], plan['width'], ('--frames', '--segment-frames'))
     check_request(transformer_config, vae_scale_factor, plan['height'], plan['width'], args.segment_frames if segments else plan['frames'],
                   names=dict(height='--size height', width='--size width', video_length='--segment-frames' if segments else '--frames'))
-    wanted = [f for f, on in (('--image', args.image), ('--mask', args.mask), ('--segment-frames', segments)) if on]
-    if wanted and transformer_config.get('in_channels') != INPAINT_CHANNELS:
-        raise EasyAnimateError(f"{wanted[0]} needs an inpaint model ({INPAINT_CHANNELS} input channels); {plan['model'] or 'the random fallback'} is text-to-video only "
-                               f"({transformer_config.get('in_channels')}): --video with --strength works with it")
+    wanted = [mode for mode, on in (('i2v', args.image), ('inpaint', args.mask), ('long', segments)) if on]
+    if wanted and not is_inpaint_model(transformer_config):
+        raise EasyAnimateError(text_only_refusal(transformer_config, wanted[0], plan['model'] or 'the random fallback', flags=True))
     condition_frames(args.segment_frames if segments else plan['frames'], plan['height'], plan['width'],
                      inputs['image'], None if segments else inputs['end_image'], inputs['video'], inputs['mask_video'], '--segment-frames' if segments else '--frames')   # sizes and lengths, now
-    return dict(inputs, strength=strength, segment_frames=args.segment_frames, overlap=LONG_VIDEO_OVERLAP if args.overlap is None else args.overlap)
+    return dict(inputs, strength=strength, segment_frames=args.segment_frames, overlap=overlap)
 
 
 # %% ../nbs/17_inpaint.ipynb #fad3abde

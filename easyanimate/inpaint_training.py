@@ -30,8 +30,10 @@ IMAGE_KIND_P = (0.2, 0.8)
 MAX_KEPT = 4         # kinds 2 and 3 keep 1..4 frames at each end
 
 def kind_probabilities(n_frames) -> tuple:
-    "V4's probabilities of the mask kinds for a clip of `n_frames` (1: an image, which gets only kinds 0 and 1)."
-    return IMAGE_KIND_P if n_frames == 1 else VIDEO_KIND_P
+    "V4's probabilities of the mask kinds for a clip of `n_frames`: an image gets only kinds 0 and 1; two frames have no middle for kind 3, whose share goes to the others."
+    if n_frames == 1: return IMAGE_KIND_P
+    if n_frames == 2: return tuple(0.0 if k == 3 else p / (1 - VIDEO_KIND_P[3]) for k, p in enumerate(VIDEO_KIND_P))
+    return VIDEO_KIND_P
 
 def draw_mask_kind(n_frames, rng: np.random.Generator) -> int:
     "A mask kind (index into `MASK_KINDS`) drawn with V4's probabilities."
@@ -54,8 +56,10 @@ def kept_frames(n_frames, ends, rng: np.random.Generator) -> int:
 def random_mask(n_frames, height, width, rng: np.random.Generator, kind=None) -> torch.Tensor:
     "A mask [n_frames, 1, height, width] of one of V4's kinds (drawn with its probabilities unless given); 1 = generate, 0 = keep."
     kind = draw_mask_kind(n_frames, rng) if kind is None else kind
-    if kind not in range(len(kind_probabilities(n_frames))):
-        raise EasyAnimateError(f"mask kind {kind} does not exist for {n_frames} frame(s): use 0..{len(kind_probabilities(n_frames)) - 1} ({', '.join(MASK_KINDS[:len(kind_probabilities(n_frames))])})")
+    p = kind_probabilities(n_frames)
+    if kind not in range(len(p)) or p[kind] == 0:
+        allowed = ', '.join(f'{k} ({MASK_KINDS[k]})' for k, q in enumerate(p) if q > 0)
+        raise EasyAnimateError(f"mask kind {kind} does not exist for {n_frames} frame(s), which would leave nothing to generate: use {allowed}")
     mask = torch.zeros(n_frames, 1, height, width)
     if kind == 0: mask[(slice(None), 0, *random_box(height, width, rng))] = 1
     elif kind == 1: mask[:] = 1

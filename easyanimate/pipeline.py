@@ -127,7 +127,7 @@ def check_request(transformer_config, vae_scale_factor, height, width, video_len
 # %% ../nbs/08_pipeline.ipynb #348ed1a6
 class EasyAnimateV1Pipeline(DiffusionPipeline, EasyAnimateV1LoraLoaderMixin):
     "Text-to-video with EasyAnimate v1: T5 text encoder, video DiT with motion module, SD VAE, any DDPM-type diffusers scheduler."
-    model_cpu_offload_seq = 'text_encoder->transformer->vae'
+    model_cpu_offload_seq = 'text_encoder->image_encoder->transformer->vae'   # diffusers skips a component that is None
     _callback_tensor_inputs = ['latents', 'prompt_embeds', 'negative_prompt_embeds']
     _optional_components = ['image_encoder', 'image_processor']
 
