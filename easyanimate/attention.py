@@ -13,11 +13,11 @@ from diffusers.models.attention import FeedForward as DiffusersFeedForward, Atte
 from .utils import EasyAnimateError
 
 # %% auto #0
-__all__ = ['ATTENTION_BACKENDS', 'BMM_MAX_KEYS', 'ONEDNN_DTYPES', 'naive_attention', 'check_backend', 'get_attention_backend',
-           'set_attention_backend', 'attention_backend', 'is_cpu_half', 'bmm_attention', 'sliced_attention', 'attend',
-           'mask_to_bias', 'is_plain_linear', 'can_fuse', 'fused_linear', 'torch_linear', 'half_is_emulated',
-           'OneDNNLinear', 'linear_kernel', 'linear', 'geglu', 'FeedForward', 'EasyAnimateV1AttnProcessor',
-           'EasyAnimateV1Attention']
+__all__ = ['ATTENTION_BACKENDS', 'BMM_MAX_KEYS', 'ONEDNN_DTYPES', 'FUSED_BUFFERS', 'naive_attention', 'check_backend',
+           'get_attention_backend', 'set_attention_backend', 'attention_backend', 'is_cpu_half', 'bmm_attention',
+           'sliced_attention', 'attend', 'mask_to_bias', 'is_plain_linear', 'can_fuse', 'concat_weights',
+           'fused_linear', 'torch_linear', 'half_is_emulated', 'OneDNNLinear', 'linear_kernel', 'linear', 'geglu',
+           'FeedForward', 'EasyAnimateV1AttnProcessor', 'EasyAnimateV1Attention', 'projections_unfused']
 
 # %% ../nbs/01_attention.ipynb #89744687
 def naive_attention(q, k, v, bias=None, scale=None):
@@ -104,10 +104,13 @@ def is_plain_linear(layer):
 def can_fuse(*layers):
     return all(map(is_plain_linear, layers)) and len({l.bias is None for l in layers}) == 1 and len({l.weight.dtype for l in layers}) == 1
 
+def concat_weights(layers):
+    "The weight and bias (None without one) of one Linear computing Linear `layers` side by side."
+    return torch.cat([l.weight for l in layers]), None if layers[0].bias is None else torch.cat([l.bias for l in layers])
+
 def fused_linear(x, layers):
     "The outputs of Linear `layers` that read the same `x`, concatenated along the last axis, from one matmul."
-    bias = None if layers[0].bias is None else torch.cat([l.bias for l in layers])
-    return linear_kernel(x, torch.cat([l.weight for l in layers]), bias)
+    return linear_kernel(x, *concat_weights(layers))
 
 _onednn_linear = True
 
@@ -209,14 +212,7 @@ class EasyAnimateV1AttnProcessor:
         out = self.heads(attn, *attn.project(x, context), bias)
         return attn.to_out[1](linear(attn.merge_heads(out), attn.to_out[0]))
 
-def _concat_linear(*layers):
-    "One Linear computing `layers` side by side (their outputs concatenated)."
-    w, b = torch.cat([l.weight for l in layers]), None if layers[0].bias is None else torch.cat([l.bias for l in layers])
-    fused = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
-    with torch.no_grad():
-        fused.weight.copy_(w)
-        if b is not None: fused.bias.copy_(b)
-    return fused
+FUSED_BUFFERS = ('qkv_weight', 'qkv_bias', 'kv_weight', 'kv_bias')
 
 class EasyAnimateV1Attention(nn.Module, AttentionModuleMixin):
     "Multi-head attention with diffusers/v1 parameter names (`to_q`, `to_k`, `to_v`, `to_out.0`) and diffusers' processor interface."
@@ -243,29 +239,31 @@ class EasyAnimateV1Attention(nn.Module, AttentionModuleMixin):
 
     def project(self, x, context=None):
         "q, k, v as [B, heads, N, d]; `context` None means self-attention."
-        if self.fused_projections:
-            if context is None and hasattr(self, 'to_qkv'): return self.split_heads(linear(x, self.to_qkv), 3)
-            return (self.split_heads(linear(x, self.to_q)), *self.split_heads(linear(x if context is None else context, self.to_kv), 2))
         q, k, v = self.to_q, self.to_k, self.to_v
         if not can_fuse(q, k, v):
             context = x if context is None else context
             return self.split_heads(linear(x, q)), self.split_heads(linear(context, k)), self.split_heads(linear(context, v))
-        if context is None: return self.split_heads(fused_linear(x, (q, k, v)), 3)
-        return (self.split_heads(linear(x, q)), *self.split_heads(fused_linear(context, (k, v)), 2))
+        precomputed = self.fused_projections and not (torch.is_grad_enabled() and q.weight.requires_grad)   # a gradient needs the live weights
+        if context is None:
+            if precomputed and self.qkv_weight is not None: return self.split_heads(linear_kernel(x, self.qkv_weight, self.qkv_bias), 3)
+            return self.split_heads(fused_linear(x, (q, k, v)), 3)
+        kv = linear_kernel(context, self.kv_weight, self.kv_bias) if precomputed else fused_linear(context, (k, v))
+        return (self.split_heads(linear(x, q)), *self.split_heads(kv, 2))
 
     def attend(self, x, context, bias): return self.processor(self, x, context, bias)
 
     @torch.no_grad()
     def fuse_projections(self):
-        "Precompute one Linear for q, k, v (and one for k, v), as diffusers' `fuse_qkv_projections` asks; `unfuse_projections` drops them."
+        "Precompute the concatenated q, k, v weights (and k, v), as diffusers' `fuse_qkv_projections` asks: non-persistent buffers, never saved; `unfuse_projections` drops them."
         if self.fused_projections: return
-        if self.to_q.in_features == self.to_k.in_features: self.to_qkv = _concat_linear(self.to_q, self.to_k, self.to_v)
-        self.to_kv = _concat_linear(self.to_k, self.to_v)
+        q, k, v = (getattr(l, 'base_layer', l) for l in (self.to_q, self.to_k, self.to_v))   # a peft adapter's own layer
+        qkv = concat_weights((q, k, v)) if q.in_features == k.in_features else (None, None)
+        for name, t in zip(FUSED_BUFFERS, (*qkv, *concat_weights((k, v)))): self.register_buffer(name, t, persistent=False)
         self.fused_projections = True
 
     def unfuse_projections(self):
-        for name in ('to_qkv', 'to_kv'):
-            if hasattr(self, name): delattr(self, name)
+        for name in FUSED_BUFFERS:
+            if name in self._buffers: delattr(self, name)
         self.fused_projections = False
 
     def set_attention_slice(self, slice_size):
@@ -281,3 +279,13 @@ class EasyAnimateV1Attention(nn.Module, AttentionModuleMixin):
         if n <= size: return self.attend(x, context, bias)
         part = lambda t, i: t[i:i + size] if t is not None and t.shape[0] == n else t
         return torch.cat([self.attend(x[i:i + size], part(context, i), part(bias, i)) for i in range(0, n, size)])
+
+@contextlib.contextmanager
+def projections_unfused(*models):
+    """Inside this block the attention layers of `models` (None skipped) that had fused projections are unfused; after it they are fused
+    again from the weights as they are then. For code that changes `to_q`/`to_k`/`to_v` in place, as merging a LoRA does."""
+    layers = [m for model in models if model is not None for m in model.modules() if getattr(m, 'fused_projections', False)]
+    for layer in layers: layer.unfuse_projections()
+    try: yield
+    finally:
+        for layer in layers: layer.fuse_projections()

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from diffusers.loaders.lora_base import LoraBaseMixin
+from .attention import projections_unfused
 from .utils import EasyAnimateError, load_state_dict, save_state_dict
 
 # %% auto #0
@@ -182,13 +183,15 @@ class MergedLoRA:
     multiplier: float = 1.0
     backups: dict = field(default_factory=dict)  # layer index -> original weight (half-precision models)
     merged: bool = True
+    models: tuple = ()   # the models it was merged into: their fused attention projections are made again after unmerging
 
     @torch.no_grad()
     def unmerge(self):
         if not self.merged: raise EasyAnimateError("this LoRA was already unmerged")
-        for i, (layer, w) in enumerate(self.layers):
-            if i in self.backups: layer.weight.copy_(self.backups[i])
-            else: layer.weight -= w.delta(self.multiplier).to(layer.weight)
+        with projections_unfused(*self.models):
+            for i, (layer, w) in enumerate(self.layers):
+                if i in self.backups: layer.weight.copy_(self.backups[i])
+                else: layer.weight -= w.delta(self.multiplier).to(layer.weight)
         self.merged = False
 
 def _resolve(model, component, names, fmt):
@@ -222,12 +225,13 @@ def merge_lora(transformer, lora, multiplier=0.55, text_encoder=None, backup=Non
     fmt, parts = read_lora(lora)
     source = lora if isinstance(lora, (str, Path)) else 'the LoRA'
     tables = _fitted_layers(source, fmt, parts, {'transformer': transformer, 'text_encoder': text_encoder})
-    merged = MergedLoRA(multiplier=multiplier)
-    for i, ((c, n), w) in enumerate(parts.items()):
-        layer = tables[c][n]
-        if backup or (backup is None and layer.weight.dtype != torch.float32): merged.backups[i] = layer.weight.detach().to('cpu', copy=True)
-        layer.weight += w.delta(multiplier).to(layer.weight)
-        merged.layers.append((layer, w))
+    merged = MergedLoRA(multiplier=multiplier, models=(transformer, text_encoder))
+    with projections_unfused(transformer):   # fused projections are copies of the weights: made again from the merged ones
+        for i, ((c, n), w) in enumerate(parts.items()):
+            layer = tables[c][n]
+            if backup or (backup is None and layer.weight.dtype != torch.float32): merged.backups[i] = layer.weight.detach().to('cpu', copy=True)
+            layer.weight += w.delta(multiplier).to(layer.weight)
+            merged.layers.append((layer, w))
     return merged
 
 def unmerge_lora(merged: MergedLoRA):
@@ -278,8 +282,10 @@ class EasyAnimateV1LoraLoaderMixin(LoraBaseMixin):
 
     def fuse_lora(self, components=('transformer', 'text_encoder'), lora_scale=1.0, safe_fusing=False, adapter_names=None, **kwargs):
         "Fuse the active adapters (times `lora_scale`) into the weights."
-        super().fuse_lora(components=list(components), lora_scale=lora_scale, safe_fusing=safe_fusing, adapter_names=adapter_names, **kwargs)
+        with projections_unfused(self.transformer):
+            super().fuse_lora(components=list(components), lora_scale=lora_scale, safe_fusing=safe_fusing, adapter_names=adapter_names, **kwargs)
 
     def unfuse_lora(self, components=('transformer', 'text_encoder'), **kwargs):
         "Take fused adapters out of the weights again."
-        super().unfuse_lora(components=list(components), **kwargs)
+        with projections_unfused(self.transformer):
+            super().unfuse_lora(components=list(components), **kwargs)

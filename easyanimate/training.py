@@ -134,6 +134,8 @@ class Trainee(torch.nn.Module):
     "The modules a training step runs through: transformer, optional LoRA network, optional (LoRA-trained) text encoder."
     def __init__(self, transformer, network=None, text_encoder=None):
         super().__init__()
+        if any(getattr(m, 'fused_projections', False) for m in transformer.modules()):
+            raise EasyAnimateError("the transformer's attention projections are fused (fuse_qkv_projections), copies that training would leave behind: call unfuse_qkv_projections() first")
         self.transformer, self.network, self.text_encoder = transformer, network, text_encoder
 
     def forward(self, x_t, timestep, encoder_hidden_states=None, encoder_attention_mask=None, input_ids=None, **conditions):
