@@ -129,3 +129,33 @@ def test_dataset_labels_survive_the_training_data_layer(tmp_path):
         return np.mean(out)
     assert kept(False) == 1.0
     assert kept(True) < 1.0   # mirrored left/right clips contradict their captions: train the demo without random_flip
+
+
+@pytest.fixture(scope='module')
+def widened_demo_model(tmp_path_factory):
+    "A fresh inpaint model made from the bundled demo model (zero-filled new channels): runs every mode, scores whatever it scores."
+    from easyanimate.cli import demo_model_path
+    from easyanimate.pipeline import EasyAnimateV1Pipeline
+    from easyanimate.inpaint import widen_pipeline
+    folder = tmp_path_factory.mktemp('wide') / 'model'
+    widen_pipeline(EasyAnimateV1Pipeline.from_pretrained(demo_model_path())).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize('mode, extra', [('i2v', []), ('first-last', []), ('long', ['--frames', '24', '--segment-frames', '16', '--overlap', '4'])])
+def test_modes_on_a_widened_demo_model(widened_demo_model, mode, extra, tmp_path):
+    parser = add_evaluate_args(argparse.ArgumentParser())
+    out = tmp_path / 'r.json'
+    r = run_evaluate_demo(parser.parse_args(['--model', str(widened_demo_model), '--mode', mode, '--seen', '1', '--held-out', '1',
+                                             '--steps', '2', '--device', 'cpu', '--json', str(out), *extra]))
+    assert r['mode'] == mode and (r['seen']['n'], r['held_out']['n']) == (1, 1)
+    assert all(0 <= r['all'][k] <= 1 for k in ('both_ok', 'shape_ok'))
+    if mode == 'long':
+        assert r['all']['start_psnr'] is None and (r['all']['jump_ratio'] is None or r['all']['jump_ratio'] >= 1)
+    else:
+        assert 5 < r['all']['start_psnr'] <= 100 and r['all']['jump_ratio'] is None
+        assert (r['all']['end_psnr'] is None) == (mode == 'i2v')
+    assert json.loads(out.read_text())['mode'] == mode
+    from easyanimate.cli import main
+    bar = ['--min-colour-direction', '1.01'] if mode == 'long' else ['--min-given-psnr', '101']   # a bar nothing reaches: exit status 1
+    assert main(['evaluate-demo', '--model', str(widened_demo_model), '--mode', mode, '--seen', '1', '--held-out', '0', '--steps', '2', *extra, *bar]) == 1
