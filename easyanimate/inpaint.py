@@ -249,7 +249,7 @@ def text_only_refusal(transformer, mode, model='this model', flags=False) -> str
 
 def prepare_condition(pipe, batch, video_length, height, width, image=None, end_image=None, video=None, mask_video=None,
                       strength=1.0, clip_apply_ratio=CLIP_APPLY_RATIO, device=None) -> Condition:
-    "Check a request and turn it into the `Condition` of `pipe`'s transformer (all-generate for text-to-video with an inpaint model)."
+    "Check a request and turn it into the `Condition` of `pipe`'s transformer (zero inpaint latents where everything is generated)."
     check_strength(strength, clip_apply_ratio)
     req = condition_frames(video_length, height, width, image, end_image, video, mask_video)
     inpaint_model = is_inpaint_model(pipe.transformer)
@@ -259,10 +259,11 @@ def prepare_condition(pipe, batch, video_length, height, width, image=None, end_
     device, dtype = device or pipe._execution_device, pipe.transformer.dtype   # (_execution_device walks every module: pass it)
     pixels = None if req.pixels is None else pixels_to_tensor(req.pixels).to(device)
     cond = Condition(clip_apply_ratio=clip_apply_ratio)
-    if inpaint_model:
-        if pixels is None: px, mask = -torch.ones(1, 3, video_length, height, width, device=device), torch.ones(1, 1, video_length, height, width, device=device)
-        else: px, mask = pixels, torch.from_numpy(req.mask)[None, None].to(device)
-        cond.inpaint = inpaint_latents(pipe.vae, px, mask, device=device).to(device, dtype).repeat(batch, 1, 1, 1, 1)
+    if inpaint_model and (req.mask is None or req.mask.all()):   # all generate (text-to-video, video-to-video): zeros, as V4's training mostly gives
+        f = pipe.vae_scale_factor
+        cond.inpaint = torch.zeros(batch, 2 * LATENT_CHANNELS, video_length, height // f, width // f, device=device, dtype=dtype)
+    elif inpaint_model:
+        cond.inpaint = inpaint_latents(pipe.vae, pixels, torch.from_numpy(req.mask)[None, None].to(device), device=device).to(device, dtype).repeat(batch, 1, 1, 1, 1)
     encoder = getattr(pipe, 'image_encoder', None)
     if req.clip_frame is not None and encoder is not None and pipe.transformer.clip_projection is not None:
         cond.image_embeds = image_embeds(encoder, pipe.image_processor, [Image.fromarray(req.clip_frame)]).to(device, dtype).repeat(batch, 1)
