@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse, contextlib, importlib, json, logging, math, random, sys
 from pathlib import Path
 import easyanimate
-from .utils import EasyAnimateError, did_you_mean
+from .utils import EasyAnimateError, did_you_mean, folder_bytes, header_shapes, checkpoint_in_channels, size_text
 
 # %% auto #0
 __all__ = ['DEMO_NOTICE', 'LAZY_COMMANDS', 'RELEASE_PARTS', 'demo_model_path', 'Parser', 'build_parser', 'plan_generate',
-           'load_for_plan', 'cmd_generate', 'header_shapes', 'describe_model_dir', 'classify_checkpoint',
-           'describe_checkpoint', 'release_root', 'describe_release', 'cmd_info', 'quiet_libraries', 'main']
+           'load_for_plan', 'cmd_generate', 'describe_model_dir', 'classify_checkpoint', 'describe_checkpoint',
+           'release_root', 'describe_release', 'cmd_info', 'quiet_libraries', 'main']
 
 # %% ../nbs/09_cli.ipynb #45ce293b
 DEMO_NOTICE = "bundled demo model not found; using a tiny RANDOM pipeline — output is noise"
@@ -53,6 +53,8 @@ class Parser(argparse.ArgumentParser):
         words = [w + (did_you_mean(w.split('=')[0], names) if w.startswith('-') else '') for w in extras]
         parser.error(f"unrecognized arguments: {' '.join(words)}")
 
+def _models(name) -> str: return f"default: the model's, {GENERATION_DEFAULTS[name]} in v1"
+
 def _generate_args(p):
     p.add_argument('prompt', help='what the video shows')
     p.add_argument('--negative-prompt', default=None, help="what to steer away from (default: v1's quality terms)")
@@ -61,14 +63,14 @@ def _generate_args(p):
     m.add_argument('--motion-module', metavar='FILE', help='v1 motion-module file, e.g. models/Motion_Module/easyanimate_v1_mm.safetensors')
     m.add_argument('--transformer-checkpoint', metavar='FILE', help='full DiT checkpoint, e.g. models/Personalized_Model/easyanimate_portrait.safetensors')
     m.add_argument('--lora', metavar='FILE', help='LoRA file (v1 or peft format), merged into the weights')
-    m.add_argument('--lora-weight', type=float, default=None, metavar='W', help='LoRA multiplier (default 0.55, as in v1)')
+    m.add_argument('--lora-weight', type=float, default=None, metavar='W', help=f"LoRA multiplier ({_models('lora_weight')})")
     s = p.add_argument_group('sampling')
-    s.add_argument('--sampler', default=None, help='Euler, Euler A (default), DPM++, PNDM, DDIM, UniPC or DPM++ SDE')
-    s.add_argument('--steps', type=int, default=None, metavar='N', help='denoising steps (default 30)')
-    s.add_argument('--guidance', type=float, default=None, metavar='G', help='classifier-free guidance scale (default 7.0)')
-    s.add_argument('--seed', type=int, default=None, metavar='S', help='random seed (default 42; -1 picks one and prints it)')
+    s.add_argument('--sampler', default=None, help=f"Euler, Euler A, DPM++, PNDM, DDIM, UniPC or DPM++ SDE ({_models('sampler')})")
+    s.add_argument('--steps', type=int, default=None, metavar='N', help=f"denoising steps ({_models('steps')})")
+    s.add_argument('--guidance', type=float, default=None, metavar='G', help=f"classifier-free guidance scale ({_models('guidance')})")
+    s.add_argument('--seed', type=int, default=None, metavar='S', help=f"random seed ({_models('seed')}; -1 picks one and prints it)")
     s.add_argument('--size', default=None, metavar='HxW', help="height x width in pixels (default: the model's native size, 512x512 for v1)")
-    s.add_argument('--frames', type=int, default=None, metavar='N', help='number of frames (default 80; 1 makes an image)')
+    s.add_argument('--frames', type=int, default=None, metavar='N', help=f"number of frames ({_models('frames')}; 1 makes an image)")
     s.add_argument('--num-videos', type=int, default=1, metavar='N', help='videos for the prompt, tiled into one grid video as v1 does')
     s.add_argument('--cache', default=None, metavar='MODE', help="step caching: off (default), auto (the model's calibrated setting, else First-Block Cache 0.05), "
                    "or fbc, magcache, pab, fastercache, taylorseer (see the step-cache chapter)")
@@ -84,7 +86,7 @@ def _generate_args(p):
     o = p.add_argument_group('output')
     o.add_argument('--out', default='samples/easyanimate-videos/', metavar='PATH', help='a file (.mp4, .gif, .png) or a folder for numbered files (default samples/easyanimate-videos/)')
     o.add_argument('--format', choices=('mp4', 'gif'), default=None, help='file type when --out is a folder (default mp4; png for one frame)')
-    o.add_argument('--fps', type=int, default=None, metavar='N', help='frames per second of the file (default 12)')
+    o.add_argument('--fps', type=int, default=None, metavar='N', help=f"frames per second of the file ({_models('fps')})")
     o.add_argument('--gif', action='store_true', help='also save a GIF of the video next to it (same name, .gif)')
     o.add_argument('--grid', action='store_true', help='also save a PNG grid of the frames next to the video')
     o.add_argument('--overwrite', action='store_true', help='allow replacing an existing --out file')
@@ -188,7 +190,7 @@ def plan_generate(args, pipeline=None) -> dict:
         from easyanimate.transformer import V1_ADDITIONAL_KWARGS
         cfg, factor = {**tiny_config(), **V1_ADDITIONAL_KWARGS}, 8
         native = cfg['sample_size'] * factor
-    if args.transformer_checkpoint and header_shapes(args.transformer_checkpoint).get('pos_embed.proj.weight', (0, 0))[1:2] == (INPAINT_CHANNELS,):
+    if args.transformer_checkpoint and checkpoint_in_channels(args.transformer_checkpoint) == INPAINT_CHANNELS:
         cfg = {**cfg, 'in_channels': INPAINT_CHANNELS}   # an inpaint checkpoint widens its text-to-video folder when it loads
     size = pick('size')
     plan['height'], plan['width'] = parse_size(size) if size else (native, native)
@@ -211,9 +213,12 @@ def load_for_plan(plan, args):
                              device=plan['device'], cpu_offload=args.cpu_offload, cache=plan['cache'])
     from easyanimate.tiny import tiny_pipeline
     from easyanimate.transformer import load_motion_module, load_transformer_checkpoint
+    from easyanimate.pipeline import widened_for_checkpoint
     print(f"easyanimate: {DEMO_NOTICE}", file=sys.stderr)
     pipe = tiny_pipeline(seed=0, sampler=plan['sampler'])
-    if args.transformer_checkpoint: load_transformer_checkpoint(pipe.transformer, args.transformer_checkpoint)
+    if args.transformer_checkpoint:
+        pipe.register_modules(transformer=widened_for_checkpoint(pipe.transformer, args.transformer_checkpoint))   # as load_transformer does
+        load_transformer_checkpoint(pipe.transformer, args.transformer_checkpoint)
     if args.motion_module: load_motion_module(pipe.transformer, args.motion_module)
     if args.lora: pipe.merge_lora(args.lora, plan['lora_weight'], backup=False)
     pipe.step_cache = plan['cache']
@@ -246,27 +251,9 @@ def cmd_generate(args) -> int:
     if args.grid: print(save_frame_grid(videos[0], path.with_name(path.stem + '_grid.png'), title=plan['prompt'][:80], overwrite=args.overwrite))
     return 0
 
-# %% ../nbs/09_cli.ipynb #93c6365b
-def _bytes(n):
-    for unit in ('B', 'KB', 'MB', 'GB'):
-        if n < 1024 or unit == 'GB': return f'{n:.1f} {unit}' if unit != 'B' else f'{n} B'
-        n /= 1024
-
-def _disk(path): return sum(f.stat().st_size for f in Path(path).rglob('*') if f.is_file())
-
-def header_shapes(path) -> dict:
-    "name -> shape of the tensors in a checkpoint, from the safetensors header only (pickles are loaded)."
-    from safetensors import safe_open
-    from easyanimate.utils import load_state_dict
-    path = Path(path)
-    if path.suffix != '.safetensors': return {k: tuple(v.shape) for k, v in load_state_dict(path).items()}
-    if not path.is_file(): raise EasyAnimateError(f"{path}: no such file")
-    try:
-        with safe_open(str(path), 'pt') as f: return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as e: raise EasyAnimateError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0][:200]})") from None
-
 # %% ../nbs/09_cli.ipynb #85417617
 def _component_line(folder, name, cls, info):
+    from easyanimate.inpaint import is_inpaint_model
     d, cfg = Path(folder) / name, {}
     for f in ('config.json', 'scheduler_config.json'):
         if (d / f).is_file(): cfg = json.loads((d / f).read_text())
@@ -274,13 +261,13 @@ def _component_line(folder, name, cls, info):
         c = info['transformer_config']
         what = f"{c.get('num_layers')} layers, width {c.get('num_attention_heads', 0) * c.get('attention_head_dim', 0)}, patch {c.get('patch_size')}, caption {c.get('caption_channels')}"
         what += (f"; video, {c.get('basic_block_type')} {c.get('motion_module_type', '')}".rstrip() if info['is_video'] else "; 2D PixArt, no motion module: give --motion-module (without one the frames do not move)")
-        if c.get('in_channels') == 12:   # the inpainting chapter's model: what --image, --mask and --segment-frames need
+        if c.get('in_channels') and is_inpaint_model(c):   # the inpainting chapter's model: what --image, --mask and --segment-frames need
             what += f"; inpaint model (12 input channels{', CLIP image tokens' if c.get('image_embed_dim') else ''}{', image_encoder/' if (Path(folder) / 'image_encoder').is_dir() else ''})"
     elif name == 'vae': what = f"{cfg.get('latent_channels')} latent channels, {2 ** (len(cfg.get('block_out_channels', [])) - 1)}x down, scaling {cfg.get('scaling_factor')}"
     elif name == 'text_encoder': what = f"{cfg.get('model_type', '?')}, width {cfg.get('d_model', cfg.get('hidden_size'))}, {cfg.get('num_layers', cfg.get('num_hidden_layers'))} layers"
     elif name == 'scheduler': what = f"{cfg.get('prediction_type', 'epsilon')} prediction; samples with the folder's default sampler or --sampler"
     else: what = ', '.join(sorted(f.name for f in d.iterdir()))[:60]
-    return f"  {name:<13} {cls:<28} {what} [{_bytes(_disk(d))}]"
+    return f"  {name:<13} {cls:<28} {what} [{size_text(folder_bytes(d))}]"
 
 def _weight_headers(folder):
     for f in sorted(Path(folder).glob('*/*.safetensors')): header_shapes(f)
@@ -301,7 +288,7 @@ def describe_model_dir(path, load=False) -> list[str]:
     for name in PIPELINE_COMPONENTS: print(_component_line(path, name, info['index'][name][1], info))
     cfg, factor, native = _model_geometry(path)
     frames = transformer_geometry(cfg)['max_frames']
-    print(f"  native size {native}x{native} px; frames 1 to {frames or 'any'}; total {_bytes(_disk(path))}")
+    print(f"  native size {native}x{native} px; frames 1 to {frames or 'any'}; total {size_text(folder_bytes(path))}")
     own = {k: v for k, v in model_defaults(path).items() if k in folder_defaults(path)}
     show = lambda k, v: cache_summary(v) if k == 'cache' and v else repr(v)
     print(f"  defaults: {', '.join(f'{k} {show(k, v)}' for k, v in own.items()) if own else 'none of its own (v1 defaults)'}")
@@ -329,7 +316,7 @@ def describe_checkpoint(path) -> None:
     kind = classify_checkpoint(shapes)
     blocks = sorted({int(k.split('.')[1]) for k in shapes if k.startswith('transformer_blocks.')})
     n = sum(math.prod(s) for s in shapes.values())
-    print(f"{path}: {kind}, {len(shapes)} tensors, {n / 1e6:.1f} M values, {_bytes(Path(path).stat().st_size)}")
+    print(f"{path}: {kind}, {len(shapes)} tensors, {n / 1e6:.1f} M values, {size_text(Path(path).stat().st_size)}")
     if kind == 'motion module':
         pe = next((s for k, s in shapes.items() if k.endswith('pos_encoder.pe')), None)
         print(f"  {len(blocks)} blocks; width {next(s for k, s in shapes.items() if k.endswith('proj_in.weight'))[0]}; position table {pe[1] if pe else 'not included'} rows")
@@ -357,11 +344,11 @@ def describe_release(root) -> None:
     print(f"v1 release {root}")
     models = sorted(d for d in (root / 'Diffusion_Transformer').glob('*') if (d / 'model_index.json').is_file())
     files = {part: sorted((root / part).glob('*.safetensors')) for part in RELEASE_PARTS[1:]}
-    for d in models: print(f"  base model          {d.relative_to(root)} [{_bytes(_disk(d))}]  (easyanimate info {d} for its parts)")
+    for d in models: print(f"  base model          {d.relative_to(root)} [{size_text(folder_bytes(d))}]  (easyanimate info {d} for its parts)")
     kinds = {}
     for f in files['Motion_Module'] + files['Personalized_Model']:
         kinds[f] = classify_checkpoint(header_shapes(f))
-        print(f"  {kinds[f]:<19} {f.relative_to(root)} [{_bytes(f.stat().st_size)}]")
+        print(f"  {kinds[f]:<19} {f.relative_to(root)} [{size_text(f.stat().st_size)}]")
     if not models: raise EasyAnimateError(f"{root}: no base model folder (with a model_index.json) under Diffusion_Transformer/")
     pick = lambda kind: next((f for f, k in kinds.items() if k == kind), None)
     cmd = ['easyanimate generate "PROMPT"', f"--model {models[0]}"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
-from .utils import EasyAnimateError
+from .utils import EasyAnimateError, checkpoint_in_channels
 from .inpaint import (LATENT_CHANNELS, INPAINT_CHANNELS, NUM_IMAGE_TOKENS, IMAGE_ENCODER, inpaint_latents,
                                  load_image_encoder, image_embeds)
 
@@ -115,17 +115,12 @@ def batch_rng(seed, epoch, batch, process=0) -> np.random.Generator:
 def _transformer_config(root) -> dict:
     return json.loads((Path(root) / 'transformer' / 'config.json').read_text())
 
-def _checkpoint_in_channels(path) -> int | None:
-    from easyanimate.cli import header_shapes
-    shape = header_shapes(path).get('pos_embed.proj.weight')
-    return shape[1] if shape else None
-
 def inpaint_transformer_kwargs(config, root) -> dict:
     "What a run adds to the transformer settings of model folder `root`: for inpaint training 12 input channels and, with a CLIP image encoder, its width."
     if config.train_mode != 'inpaint':
         if _transformer_config(root).get('in_channels', LATENT_CHANNELS) == INPAINT_CHANNELS:
             raise EasyAnimateError(f"{root} holds an inpaint model ({INPAINT_CHANNELS} input channels): train it with train_mode=inpaint")
-        if config.transformer_path and _checkpoint_in_channels(config.transformer_path) == INPAINT_CHANNELS:
+        if config.transformer_path and checkpoint_in_channels(config.transformer_path) == INPAINT_CHANNELS:
             raise EasyAnimateError(f"transformer_path {config.transformer_path} is an inpaint transformer ({INPAINT_CHANNELS} input channels): train it with train_mode=inpaint")
         return {}
     kwargs = {'in_channels': INPAINT_CHANNELS}

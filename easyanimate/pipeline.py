@@ -14,12 +14,12 @@ from PIL import Image
 from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from .utils import EasyAnimateError
+from .utils import EasyAnimateError, checkpoint_in_channels, header_shapes
 from .transformer import Transformer3DModel, V1_ADDITIONAL_KWARGS, load_motion_module, load_transformer_checkpoint
 from .samplers import (DEFAULT_SAMPLER, get_scheduler, switch_sampler, model_scheduler_config, step_kwargs, check_steps, min_steps,
                                   resolve_sampler, model_schedule, check_scheduler)
 from .lora import merge_lora, EasyAnimateV1LoraLoaderMixin
-from .inpaint import CLIP_APPLY_RATIO, LONG_VIDEO_OVERLAP, prepare_condition, strength_timesteps, start_latents, generate_long, load_image_encoder, widen_transformer, INPAINT_CHANNELS
+from .inpaint import CLIP_APPLY_RATIO, LONG_VIDEO_OVERLAP, prepare_condition, strength_timesteps, start_latents, generate_long, load_image_encoder, widen_transformer, is_inpaint_model, INPAINT_CHANNELS
 from .attention import half_is_emulated
 from .step_cache import cached_run, denoiser_context, resolve_cache
 
@@ -33,8 +33,8 @@ __all__ = ['logger', 'V1_NEGATIVE_PROMPT', 'V1_DEFAULTS', 'MAX_SEQUENCE_LENGTH',
            'predict_noise', 'decode_latents', 'postprocess', 'check_inputs', 'generate', 'enable_vae_slicing',
            'disable_vae_slicing', 'enable_vae_tiling', 'disable_vae_tiling', 'compile_transformer',
            'enable_model_cpu_offload', 'fuse_qkv_projections', 'unfuse_qkv_projections', 'check_model_dir',
-           'load_transformer', 'from_pretrained', 'merge_lora_into', 'unmerge_lora', 'resolve_dtype', 'resolve_device',
-           'load_pipeline']
+           'widened_for_checkpoint', 'load_transformer', 'from_pretrained', 'merge_lora_into', 'unmerge_lora',
+           'resolve_dtype', 'resolve_device', 'load_pipeline']
 
 # %% ../nbs/08_pipeline.ipynb #42880030
 V1_NEGATIVE_PROMPT = ("Strange motion trajectory, a poor composition and deformed video, worst quality, normal quality, "
@@ -443,13 +443,10 @@ def _wrap_load_errors(what, fn, *args, **kwargs):
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ''
         raise EasyAnimateError(f"could not load {what}: {type(e).__name__}: {msg[:300]}") from None
 
-def _widened_for(model, checkpoint):
+def widened_for_checkpoint(model, checkpoint):
     "`model` widened to an inpaint model when `checkpoint` holds one (an inpaint run's export, on its text-to-video folder)."
-    from easyanimate.cli import header_shapes
-    if model.config.in_channels == INPAINT_CHANNELS or not Path(checkpoint).is_file(): return model
-    shapes = header_shapes(checkpoint)
-    if shapes.get('pos_embed.proj.weight', (0, 0))[1:2] != (INPAINT_CHANNELS,): return model
-    projection = shapes.get('clip_projection.linear_1.weight')
+    if is_inpaint_model(model) or not Path(checkpoint).is_file() or checkpoint_in_channels(checkpoint) != INPAINT_CHANNELS: return model
+    projection = header_shapes(checkpoint).get('clip_projection.linear_1.weight')
     return widen_transformer(model, projection[1] if projection else None)
 
 def load_transformer(model_dir, motion_module=None, transformer_checkpoint=None, additional_kwargs=None, torch_dtype=None):
@@ -464,7 +461,7 @@ def load_transformer(model_dir, motion_module=None, transformer_checkpoint=None,
             logger.warning(f"{folder} is a 2D PixArt folder and no motion module was given: its video transformer gets an untrained motion module, "
                            "which leaves every frame as it is (no motion); give v1's motion module file (easyanimate_v1_mm.safetensors)")
     if transformer_checkpoint:
-        model = _widened_for(model, transformer_checkpoint)
+        model = widened_for_checkpoint(model, transformer_checkpoint)
         load_transformer_checkpoint(model, transformer_checkpoint)
     if motion_module: load_motion_module(model, motion_module)
     return model.to(torch_dtype) if torch_dtype is not None and model.dtype != torch_dtype else model

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib, csv, os, re, shutil
 from pathlib import Path
 import numpy as np
-from .utils import EasyAnimateError, atomic_path, is_disk_full, size_text
+from .utils import EasyAnimateError, atomic_path, folder_bytes, is_disk_full, size_text
 
 # %% auto #0
 __all__ = ['CHECKPOINT_RE', 'RUN_FILES', 'PARTIAL_CHECKPOINT_RE', 'LOG_COLUMNS', 'TORCH_WRITE_FAILED', 'list_checkpoints',
@@ -136,7 +136,7 @@ class DiskFull(EasyAnimateError):
 def checkpoint_bytes(output_dir, params=(), ema=None) -> int:
     "The space a checkpoint takes: the newest complete one's size, else an estimate (weights, two AdamW moments, export, EMA)."
     last = list_checkpoints(output_dir)
-    if last: return sum(f.stat().st_size for f in last[-1].rglob('*') if f.is_file())
+    if last: return folder_bytes(last[-1])
     return sum(p.numel() * 4 for p in params) * (4 + (ema is not None)) + 2 ** 20
 
 TORCH_WRITE_FAILED = ('inline_container', 'PytorchStreamWriter', 'file write failed')

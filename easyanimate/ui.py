@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse, base64, contextlib, html, io, random, re, shlex, tempfile, threading, time, traceback
 from pathlib import Path
 import ipywidgets as W
-from .utils import EasyAnimateError
-from .cli import DEMO_NOTICE, build_parser, classify_checkpoint, demo_model_path, header_shapes, model_defaults
+from .utils import EasyAnimateError, header_shapes
+from .cli import DEMO_NOTICE, build_parser, classify_checkpoint, demo_model_path, model_defaults
 from .cli import load_for_plan, plan_generate
 from .samplers import resolve_sampler, sampler_names, scheduler_sampler_name, switch_sampler
 from .step_cache import CACHE_CHOICES, CONSERVATIVE_CACHE

@@ -13,8 +13,8 @@ from safetensors import SafetensorError
 
 # %% auto #0
 __all__ = ['PICKLE_SUFFIXES', 'DISK_FULL_ERRNOS', 'DISK_FULL_TEXTS', 'EasyAnimateError', 'did_you_mean', 'size_text',
-           'load_state_dict', 'new_file_mode', 'atomic_path', 'is_disk_full', 'save_state_dict', 'KeyReport',
-           'key_report']
+           'folder_bytes', 'load_state_dict', 'header_shapes', 'checkpoint_in_channels', 'new_file_mode', 'atomic_path',
+           'is_disk_full', 'save_state_dict', 'KeyReport', 'key_report']
 
 # %% ../nbs/00_utils.ipynb #a4367c1f
 class EasyAnimateError(ValueError):
@@ -31,6 +31,10 @@ def size_text(n_bytes) -> str:
     for unit in ('B', 'kB', 'MB', 'GB'):
         if abs(n_bytes) < 1000 or unit == 'GB': return f"{n_bytes:.0f} {unit}" if unit == 'B' else f"{n_bytes:.3g} {unit}"
         n_bytes /= 1000
+
+def folder_bytes(path) -> int:
+    "The bytes the files under folder `path` take, all levels down."
+    return sum(f.stat().st_size for f in Path(path).rglob('*') if f.is_file())
 
 # %% ../nbs/00_utils.ipynb #2dc932c9
 PICKLE_SUFFIXES = ('.pt', '.pth', '.bin', '.ckpt')
@@ -57,6 +61,21 @@ def _read_pickle(path):
     except Exception as e: raise EasyAnimateError(f"{path} could not be read as a weights-only torch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(sd, dict): raise EasyAnimateError(f"{path} holds a {type(sd).__name__}, not a state dict")
     return sd
+
+def header_shapes(path) -> dict:
+    "name -> shape of the tensors in a checkpoint, from the safetensors header only (pickles are loaded)."
+    from safetensors import safe_open
+    path = Path(path)
+    if path.suffix != '.safetensors': return {k: tuple(v.shape) for k, v in load_state_dict(path).items()}
+    if not path.is_file(): raise EasyAnimateError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), 'pt') as f: return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e: raise EasyAnimateError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0][:200]})") from None
+
+def checkpoint_in_channels(path) -> int | None:
+    "The input channels of a transformer checkpoint (its patch embedding's), from the header only; None when it has no patch embedding."
+    shape = header_shapes(path).get('pos_embed.proj.weight')
+    return shape[1] if shape else None
 
 # %% ../nbs/00_utils.ipynb #c6da9a60
 def new_file_mode() -> int:
