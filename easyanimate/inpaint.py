@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_inpaint.ipynb #d919a556
 from __future__ import annotations
-import json, math, weakref
+import json, math
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -58,22 +58,6 @@ def _runs(frames):
     new[1:] = (frames[1:] != frames[:-1]).flatten(1).any(1)
     return new.nonzero().flatten(), new.cumsum(0) - 1
 
-_PLAIN_FRAME_LATENTS = weakref.WeakKeyDictionary()   # vae -> {(weights stamp, value, shape, dtype, device): latent}
-
-def _means(vae, frames, chunk):
-    "Posterior means of `frames`; those of one value everywhere (the masks' 0 and 1 frames, black) are kept per VAE and reused."
-    cache = _PLAIN_FRAME_LATENTS.setdefault(vae, {})
-    weights = cache.setdefault('weights', [*vae.encoder.parameters(), *(vae.quant_conv.parameters() if vae.quant_conv is not None else ())])
-    stamp = sum(p._version for p in weights)   # in-place weight changes (loading, training) bump it
-    flat = frames.flatten(1)
-    keys = [(stamp, f[0].item(), tuple(frames.shape[1:]), frames.dtype, frames.device) if (f == f[0]).all() else None for f in flat]
-    todo = [i for i, k in enumerate(keys) if k is None or k not in cache]
-    fresh = torch.cat([vae.encode(x).latent_dist.mode() for x in frames[todo].split(chunk)]) if todo else None
-    out = {i: fresh[j] for j, i in enumerate(todo)}
-    for i, k in enumerate(keys):
-        if k is not None: out[i] = cache.setdefault(k, out.get(i))
-    return torch.stack([out[i] for i in range(len(frames))])
-
 @torch.no_grad()
 def encode_video(vae, video, generator=None, sample=False, chunk=8, device=None) -> torch.Tensor:
     "Pixels [B, 3, F, H, W] in [-1, 1] -> scaled VAE latents [B, 4, F, H/8, W/8], frame by frame (posterior mean unless `sample`), on `device` (default: the VAE's)."
@@ -83,7 +67,7 @@ def encode_video(vae, video, generator=None, sample=False, chunk=8, device=None)
     if sample: latents = torch.cat([vae.encode(x).latent_dist.sample(generator) for x in frames.split(chunk)])
     else:   # the mean is a function of the frame: equal frames (a tiled start image, a constant mask) are encoded once
         first, run = _runs(frames)
-        latents = _means(vae, frames[first], chunk)[run]
+        latents = torch.cat([vae.encode(x).latent_dist.mode() for x in frames[first].split(chunk)])[run]
     return latents.unflatten(0, (b, f)).transpose(1, 2) * vae.config.scaling_factor
 
 def check_mask(video, mask):
