@@ -183,12 +183,11 @@ def _as_list(p, n=None, what='prompt'):
         return list(p)
     raise EasyAnimateError(f"{what} must be a string or a non-empty list of strings; got {p!r:.80}")
 
-def _encode(self, texts, device, clean, max_length, what='prompt'):
-    original = texts
+def _encode(self, texts, device, clean, max_length, what='prompt', warn=True):
     if clean: texts = [clean_caption(t) for t in texts]
     tok = self.tokenizer(texts, padding='max_length', max_length=max_length, truncation=True, add_special_tokens=True, return_tensors='pt')
     full = self.tokenizer(texts, padding='longest', add_special_tokens=True, return_tensors='pt', verbose=False).input_ids
-    if full.shape[-1] > max_length and any(t != V1_NEGATIVE_PROMPT for t in original):
+    if warn and full.shape[-1] > max_length:
         dropped = [t for t in self.tokenizer.batch_decode(full[:, max_length - 1:-1], skip_special_tokens=True) if t.strip()]
         if dropped: logger.warning(f"{what} truncated to {max_length} tokens; dropped: {dropped}")
     ids, mask = tok.input_ids.to(device), tok.attention_mask.to(device)
@@ -203,14 +202,17 @@ def _given(self, embeds, mask, device):
 def encode_prompt(self, prompt, negative_prompt='', do_classifier_free_guidance=True, num_videos_per_prompt=1, device=None,
                   clean_caption=True, max_sequence_length=MAX_SEQUENCE_LENGTH, prompt_embeds=None, negative_prompt_embeds=None,
                   prompt_attention_mask=None, negative_prompt_attention_mask=None):
-    "T5 embeddings and masks of the prompts (and negative prompts), each repeated `num_videos_per_prompt` times; given embeddings are used as they are."
+    "T5 embeddings and masks of the prompts (and negative prompts; `None`: the pipeline's default), each repeated `num_videos_per_prompt` times; given embeddings are used as they are."
     device = device or self._execution_device
     if prompt_embeds is None: embeds, mask = _encode(self, _as_list(prompt), device, clean_caption, max_sequence_length)
     else: embeds, mask = _given(self, prompt_embeds, prompt_attention_mask, device)
     rep = lambda t: t.repeat_interleave(num_videos_per_prompt, dim=0)
     if not do_classifier_free_guidance: return rep(embeds), rep(mask), None, None
     if negative_prompt_embeds is not None: neg_embeds, neg_mask = _given(self, negative_prompt_embeds, negative_prompt_attention_mask, device)
-    else: neg_embeds, neg_mask = _encode(self, _as_list(negative_prompt or '', len(embeds), 'negative_prompt'), device, clean_caption, mask.shape[1], 'negative prompt')
+    else:
+        default = negative_prompt is None   # the pipeline's default, cut without a word: the user did not write it
+        negative = self.generation_defaults['negative_prompt'] if default else negative_prompt
+        neg_embeds, neg_mask = _encode(self, _as_list(negative or '', len(embeds), 'negative_prompt'), device, clean_caption, mask.shape[1], 'negative prompt', warn=not default)
     return rep(embeds), rep(mask), rep(neg_embeds), rep(neg_mask)
 
 EasyAnimateV1Pipeline._encode, EasyAnimateV1Pipeline.encode_prompt = _encode, encode_prompt
@@ -329,7 +331,6 @@ def generate(self, prompt=None, negative_prompt=None, video_length=None, height=
     size = parse_size(d['size']) if d['size'] else (self.native_size, self.native_size)
     height, width = height or size[0], width or size[1]
     num_inference_steps, guidance_scale = _pick(num_inference_steps, d['steps']), _pick(guidance_scale, d['guidance'])
-    negative_prompt = _pick(negative_prompt, d['negative_prompt'])
     if segment_frames is not None:
         settings = {k: v for k, v in locals().items() if k not in ('self', 'd', 'frames', 'size', 'num_frames')}
         return generate_long(self, **{**settings, 'video_length': frames})

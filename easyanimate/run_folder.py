@@ -155,12 +155,13 @@ def disk_full_error(folder, what, needed) -> DiskFull:
                     f"({size_text(shutil.disk_usage(folder).free)} free now); {then}")
 
 @contextlib.contextmanager
-def disk_full_guard(folder, what, needed):
-    "Turn a full disk inside the block into `DiskFull`; `needed()` says how many bytes the write needs."
+def disk_full_guard(folder, what, needed, cleanup=None):
+    "Turn a full disk inside the block into `DiskFull`; `needed()` says how many bytes the write needs, `cleanup()` deletes what was half written."
     try: yield
     except DiskFull: raise
     except Exception as e:
         n = needed()
         if not write_failed_for_space(e, folder, n): raise
+        if cleanup is not None: cleanup()
         raise disk_full_error(folder, what, n) from None
 

@@ -12,7 +12,7 @@ from .utils import EasyAnimateError
 
 # %% auto #0
 __all__ = ['V1_SCHEDULER_KWARGS', 'SAMPLERS', 'DEFAULT_SAMPLER', 'MODEL_SCHEDULER_KEYS', 'sampler_names', 'resolve_sampler',
-           'get_scheduler', 'scheduler_sampler_name', 'switch_sampler', 'model_scheduler_config', 'model_schedule',
+           'get_scheduler', 'scheduler_sampler_name', 'model_schedule', 'switch_sampler', 'model_scheduler_config',
            'check_scheduler', 'step_kwargs', 'min_steps', 'check_steps']
 
 # %% ../nbs/06_samplers.ipynb #bb323385
@@ -60,10 +60,14 @@ def scheduler_sampler_name(scheduler) -> str | None:
 # %% ../nbs/06_samplers.ipynb #12c17d36
 MODEL_SCHEDULER_KEYS = ('num_train_timesteps', 'beta_start', 'beta_end', 'beta_schedule', 'trained_betas', 'prediction_type')
 
+def model_schedule(scheduler) -> dict:
+    "What a model defines in `scheduler` (or a scheduler config dict): its noise schedule and prediction type."
+    config = getattr(scheduler, 'config', scheduler)
+    return {k: config[k] for k in MODEL_SCHEDULER_KEYS if k in config}
+
 def switch_sampler(scheduler, name):
     "A fresh scheduler for sampler `name` keeping what the model defines in `scheduler` (or a scheduler config dict): noise schedule, prediction type."
-    config = getattr(scheduler, 'config', scheduler)
-    return get_scheduler(name, **{k: config[k] for k in MODEL_SCHEDULER_KEYS if k in config})
+    return get_scheduler(name, **model_schedule(scheduler))
 
 def model_scheduler_config(folder) -> dict:
     "The scheduler config of pipeline folder `folder` (empty when it has none)."
@@ -71,11 +75,6 @@ def model_scheduler_config(folder) -> dict:
     return json.loads(config.read_text()) if config.is_file() else {}
 
 # %% ../nbs/06_samplers.ipynb #536898bb
-def model_schedule(scheduler) -> dict:
-    "What a model defines in `scheduler` (or a scheduler config dict): its noise schedule and prediction type."
-    config = getattr(scheduler, 'config', scheduler)
-    return {k: config[k] for k in MODEL_SCHEDULER_KEYS if k in config}
-
 def check_scheduler(scheduler, schedule: dict):
     "Raise `EasyAnimateError` unless `scheduler` samples the model `schedule` describes: same noise schedule and prediction type, not flow matching, latents not clipped."
     name = scheduler_sampler_name(scheduler) or type(scheduler).__name__

@@ -316,16 +316,13 @@ def save_checkpoint(accelerator, output_dir, step, trainee, kind, ema=None, para
     "Write `checkpoint-<step>` atomically (temporary folder, then rename), with the exported weights inside; prune old ones."
     output_dir = Path(output_dir)
     tmp, final = output_dir / f'.checkpoint-{step}.tmp', output_dir / f'checkpoint-{step}'
-    if accelerator.is_main_process: shutil.rmtree(tmp, ignore_errors=True)
+    def drop_tmp():
+        if accelerator.is_main_process: shutil.rmtree(tmp, ignore_errors=True)
+    drop_tmp()
     accelerator.wait_for_everyone()
-    try:
+    with disk_full_guard(output_dir, final.name, lambda: checkpoint_bytes(output_dir, params, ema), cleanup=drop_tmp):
         accelerator.save_state(str(tmp))
         export_run(accelerator, trainee, kind, tmp / EXPORT_NAMES[kind], ema, params)
-    except Exception as e:
-        needed = checkpoint_bytes(output_dir, params, ema)
-        if not write_failed_for_space(e, output_dir, needed): raise
-        if accelerator.is_main_process: shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint only holds the space
-        raise disk_full_error(output_dir, final.name, needed) from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         commit_checkpoint(tmp, final)

@@ -131,9 +131,15 @@ def _convert(name, value, annotation):
     except (ValueError, TypeError, yaml.YAMLError): pass
     raise EasyAnimateError(f"option {name} must be a {kind}, got {value!r}")
 
+def _canonical(options: dict) -> dict:
+    "`options` under their canonical names; an option given under both its v1 alias and its name is refused (neither would be sure to win)."
+    for alias, name in V1_ALIASES.items():
+        if alias in options and name in options: raise EasyAnimateError(f"options {alias} and {name} are the same option (v1's name and ours): give one")
+    return {V1_ALIASES.get(k, k): v for k, v in options.items()}
+
 def make_config(options: dict) -> TrainConfig:
     "A `TrainConfig` from a dict of options (v1 aliases allowed), every value converted to its type."
-    options = {V1_ALIASES.get(k, k): v for k, v in options.items()}
+    options = _canonical(options)
     unknown = sorted(set(options) - set(option_names()))
     if unknown:
         named = ', '.join(u + did_you_mean(u, [*option_names(), *V1_ALIASES]) for u in unknown)
@@ -159,8 +165,6 @@ def parse_overrides(overrides) -> dict:
         if not sep or not key.strip(): raise EasyAnimateError(f"override {item!r} must look like key=value")
         out[key.strip()] = value
     return out
-
-def _canonical(options): return {V1_ALIASES.get(k, k): v for k, v in options.items()}
 
 def train_config(config_file=None, overrides=(), **options) -> TrainConfig:
     "Options from `config_file`, then keyword `options`, then `key=value` `overrides` (the last word wins), as a checked `TrainConfig`."
