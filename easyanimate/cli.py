@@ -240,7 +240,8 @@ def cmd_generate(args) -> int:
         print(f"easyanimate: seed {plan['seed']}", file=sys.stderr)
     pipe = load_for_plan(plan, args)
     _switches(pipe, plan, args)
-    videos = pipe(plan['prompt'], negative_prompt=plan['negative_prompt'], video_length=plan['frames'], height=plan['height'],
+    own_default = args.negative_prompt is None and plan['negative_prompt'] == pipe.generation_defaults['negative_prompt']
+    videos = pipe(plan['prompt'], negative_prompt=None if own_default else plan['negative_prompt'], video_length=plan['frames'], height=plan['height'],
                   width=plan['width'], num_inference_steps=plan['steps'], guidance_scale=plan['guidance'], seed=plan['seed'],
                   num_videos_per_prompt=plan['num_videos'], **plan['inputs']).videos
     from easyanimate.video_io import save_video, save_frame_grid
