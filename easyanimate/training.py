@@ -27,7 +27,7 @@ __all__ = ['logger', 'ADDED_COND_KWARGS', 'EXPORT_NAMES', 'PIPELINE_PARTS', 'TRA
            'encode_latents', 'tokenize', 'diffusion_loss', 'RunState', 'TrainingDiverged', 'TrainResult',
            'make_lr_scheduler', 'make_data', 'register_checkpoint_hooks', 'EMASwap', 'export_run', 'save_checkpoint',
            'save_sanity_check', 'run_validation', 'check_finite', 'build_trainee', 'warmup_warning', 'start_summary',
-           'messages_above', 'scaled_lr', 'train', 'end_summary', 'train_from_args', 'main']
+           'messages_above', 'scaled_lr', 'train', 'end_summary', 'train_from_args', 'main', 'exit_process']
 
 # %% ../nbs/11_training.ipynb #2e0f4d6b
 def make_train_scheduler(num_train_timesteps=1000) -> DDPMScheduler:
@@ -643,4 +643,10 @@ def main(argv=None) -> int:
     finally:  # a launched process that exits with gloo's threads still running can abort ("terminate called without an active exception")
         if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 
-if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())
+def exit_process(status):
+    "Exit with `status`; a process of a multi-process launch skips the interpreter's teardown, where gloo's threads can still abort it."
+    logging.shutdown(); sys.stdout.flush(); sys.stderr.flush()
+    if int(os.environ.get('WORLD_SIZE', 1) or 1) > 1: os._exit(status)   # everything is written and the process group destroyed by now
+    sys.exit(status)
+
+if __name__ == '__main__' and '__file__' in globals(): exit_process(main())
