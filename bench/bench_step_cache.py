@@ -51,7 +51,7 @@ def forward_vs_baseline(pipe, ref, repeat, kw, clock):
         theirs = base.Transformer3DModel(**{k: v for k, v in ours.config.items() if not k.startswith('_')}).eval()
         theirs.load_state_dict(ours.state_dict())
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(2, 4, kw['video_length'], 8, 8, generator=g)
+        x = torch.randn(2, ours.config.in_channels, kw['video_length'], 8, 8, generator=g)   # 12 for an inpaint model: its latents and inpaint latents in one tensor
         ctx = torch.randn(2, 120, ours.config.caption_channels, generator=g)
         mask, t = torch.ones(2, 120, dtype=torch.long), torch.tensor([500, 500])
         with torch.no_grad():

@@ -14,27 +14,31 @@ from .utils import EasyAnimateError, atomic_path
 from .shapes import BACKGROUND, caption_vocabulary, make_dataset, eval_prompts
 from .tiny import tiny_tokenizer, save_t5_style_tokenizer, PIXART_MODEL_INDEX
 from .motion_module import V1_MOTION_MODULE_KWARGS
+from .inpaint import INPAINT_CHANNELS
 from .transformer import Transformer3DModel, V1_ADDITIONAL_KWARGS, load_transformer_checkpoint, load_motion_module
 from .samplers import get_scheduler, switch_sampler, model_scheduler_config
 
 # %% auto #0
-__all__ = ['DEMO_SIZE', 'DEMO_FRAMES', 'DEMO_FPS', 'DEMO_VAE_CONFIG', 'DEMO_T5_CONFIG', 'DEMO_TRANSFORMER_CONFIG',
-           'DEMO_MOTION_MODULE_KWARGS', 'DEMO_VIDEO_KWARGS', 'DEMO_DEFAULTS', 'DEMO_PREDICTION_TYPE', 'STAGES',
-           'TRAINING_RECORD', 'make_demo_data', 'demo_vae', 'dataset_frames', 'train_vae', 'latent_scaling_factor',
-           'demo_tokenizer', 'demo_text_encoder', 'save_base_model', 'config_dir', 'stage_paths', 'train_stage',
-           'assemble_demo_model', 'cpu_seconds', 'read_record', 'assemble_stage_models', 'evaluate_model',
-           'write_training_record', 'train_demo_model', 'main', 'read_training_record', 'plot_training_record',
-           'demo_pipeline', 'demo_generate_fn']
+__all__ = ['DEMO_SIZE', 'DEMO_FRAMES', 'DEMO_FPS', 'DEMO_LONG_FRAMES', 'WINDOW_P', 'DEMO_VAE_CONFIG', 'DEMO_T5_CONFIG',
+           'DEMO_TRANSFORMER_CONFIG', 'DEMO_MOTION_MODULE_KWARGS', 'DEMO_VIDEO_KWARGS', 'DEMO_DEFAULTS',
+           'DEMO_PREDICTION_TYPE', 'STAGES', 'TRAINING_RECORD', 'make_demo_data', 'demo_vae', 'dataset_frames',
+           'train_vae', 'latent_scaling_factor', 'demo_tokenizer', 'demo_text_encoder', 'save_base_model', 'config_dir',
+           'stage_paths', 'train_stage', 'assemble_demo_model', 'cpu_seconds', 'read_record', 'assemble_stage_models',
+           'evaluate_model', 'evaluate_stage_models', 'write_training_record', 'train_demo_model', 'main',
+           'read_training_record', 'plot_training_record', 'demo_pipeline', 'demo_generate_fn']
 
 # %% ../nbs/13_demo_model.ipynb #5d45facd
 DEMO_SIZE, DEMO_FRAMES, DEMO_FPS = 64, 16, 12
+DEMO_LONG_FRAMES = 48   # what evaluate-demo --mode long asks for: three 16-frame segments and more
+WINDOW_P = 0.5          # share of the inpaint training clips cut from the middle of their paths
 
 # %% ../nbs/13_demo_model.ipynb #8a8d156d
 def make_demo_data(root, n_clips: int = 600, n_images: int = 2000, seed: int = 0) -> dict:
-    "Write the clip and the image dataset of the demo model under `root`; returns their metadata files."
+    "Write the demo model's datasets under `root` (clips, images, and windows: clips half cut from the middle of their paths); returns their metadata files."
     root = Path(root)
-    return dict(clips=make_dataset(root / 'clips', n_clips, seed=seed, n_frames=DEMO_FRAMES, size=DEMO_SIZE, fps=DEMO_FPS, overwrite=True),
-                images=make_dataset(root / 'images', 0, seed=seed + 1, n_frames=1, size=DEMO_SIZE, n_images=n_images, overwrite=True))
+    clips = lambda name, seed, window_p: make_dataset(root / name, n_clips, seed=seed, n_frames=DEMO_FRAMES, size=DEMO_SIZE, fps=DEMO_FPS, window_p=window_p, overwrite=True)
+    return dict(clips=clips('clips', seed, 0.0), images=make_dataset(root / 'images', 0, seed=seed + 1, n_frames=1, size=DEMO_SIZE, n_images=n_images, overwrite=True),
+                windows=clips('windows', seed + 2, WINDOW_P))
 
 # %% ../nbs/13_demo_model.ipynb #1d22a24f
 DEMO_VAE_CONFIG = dict(in_channels=3, out_channels=3, down_block_types=('DownEncoderBlock2D',) * 3, up_block_types=('UpDecoderBlock2D',) * 3,
@@ -131,7 +135,7 @@ DEMO_DEFAULTS = dict(frames=DEMO_FRAMES, fps=DEMO_FPS, sampler='DPM++', steps=20
 DEMO_PREDICTION_TYPE = 'v_prediction'
 
 # %% ../nbs/13_demo_model.ipynb #82237c16
-STAGES = ('stage1_image', 'stage2_motion', 'stage3_video')
+STAGES = ('stage1_image', 'stage2_motion', 'stage3_video', 'stage4_inpaint')
 
 def config_dir() -> Path:
     "The `configs/` folder of the source checkout (the recipe runs from a checkout, not from an installed wheel)."
@@ -143,10 +147,11 @@ def config_dir() -> Path:
 def stage_paths(stage, work) -> dict:
     "The `key=value` path options of `stage` for the working folder `work`."
     work = Path(work)
-    data = work / 'data' / ('images' if stage == 'stage1_image' else 'clips') / 'metadata.json'
+    data = work / 'data' / {'stage1_image': 'images', 'stage4_inpaint': 'windows'}.get(stage, 'clips') / 'metadata.json'
     paths = dict(pretrained_model_name_or_path=work / 'base', train_data_meta=data, output_dir=work / stage)
     if stage != 'stage1_image': paths['transformer_path'] = work / 'stage1_image' / 'transformer.safetensors'
     if stage == 'stage3_video': paths['motion_module_path'] = work / 'stage2_motion' / 'motion_module.safetensors'
+    if stage == 'stage4_inpaint': paths['transformer_path'] = work / 'stage3_video' / 'transformer.safetensors'
     return paths
 
 # %% ../nbs/13_demo_model.ipynb #25125e28
@@ -162,11 +167,11 @@ def train_stage(config_file, log_path, **options) -> float:
     return time.time() - t0
 
 # %% ../nbs/13_demo_model.ipynb #2744842a
-def assemble_demo_model(base, dest, transformer_checkpoint, motion_module=None, defaults=DEMO_DEFAULTS) -> Path:
-    "Save the pipeline folder `dest`: the base folder's tokenizer, T5 and VAE with the trained video transformer."
+def assemble_demo_model(base, dest, transformer_checkpoint, motion_module=None, defaults=DEMO_DEFAULTS, in_channels: int = 4) -> Path:
+    "Save the pipeline folder `dest`: the base folder's tokenizer, T5 and VAE with the trained video transformer (`in_channels` 12: an inpaint one)."
     from easyanimate.pipeline import EasyAnimateV1Pipeline
     base, dest = Path(base), Path(dest)
-    transformer = Transformer3DModel.from_pretrained_2d(base, subfolder='transformer', transformer_additional_kwargs=DEMO_VIDEO_KWARGS)
+    transformer = Transformer3DModel.from_pretrained_2d(base, subfolder='transformer', transformer_additional_kwargs={**DEMO_VIDEO_KWARGS, 'in_channels': in_channels})
     load_transformer_checkpoint(transformer, transformer_checkpoint)
     if motion_module is not None: load_motion_module(transformer, motion_module)
     pipe = EasyAnimateV1Pipeline(tokenizer=AutoTokenizer.from_pretrained(base / 'tokenizer'), text_encoder=T5EncoderModel.from_pretrained(base / 'text_encoder'),
@@ -210,19 +215,33 @@ def _run_step(work, name, fn, log):
 
 # %% ../nbs/13_demo_model.ipynb #7dfb705b
 def assemble_stage_models(work, stages=STAGES) -> dict:
-    "Pipeline folders of the recipe's results in `work`: after stage 2 (stage-1 DiT + motion module) and the final one."
+    "Pipeline folders of the recipe's results in `work`: after stage 2 (stage-1 DiT + motion module), stage 3 (text-to-video) and the final one."
     work = Path(work)
     stage1, stage2 = work / 'stage1_image' / 'transformer.safetensors', work / 'stage2_motion' / 'motion_module.safetensors'
     assemble_demo_model(work / 'base', work / 'model_stage2', stage1, stage2)
     if 'stage3_video' not in stages: return dict(stage2='model_stage2', final='model_stage2')
-    assemble_demo_model(work / 'base', work / 'model', work / 'stage3_video' / 'transformer.safetensors')
-    return dict(stage2='model_stage2', final='model')
+    assemble_demo_model(work / 'base', work / 'model_stage3', work / 'stage3_video' / 'transformer.safetensors')
+    if 'stage4_inpaint' not in stages: return dict(stage2='model_stage2', final='model_stage3')
+    assemble_demo_model(work / 'base', work / 'model', work / 'stage4_inpaint' / 'transformer.safetensors', in_channels=INPAINT_CHANNELS)
+    return dict(stage2='model_stage2', stage3='model_stage3', final='model')
 
-def evaluate_model(path, seen: int = 16, held_out: int = 12, seed: int = 0) -> dict:
-    "Accuracy summaries (seen, held-out, all) of pipeline folder `path` on `easyanimate evaluate-demo`'s prompts, at the demo defaults."
+def evaluate_model(path, seen: int = 16, held_out: int = 12, seed: int = 0, mode: str = 't2v') -> dict:
+    "Summaries (seen, held-out, all) of pipeline folder `path` in `mode` on `easyanimate evaluate-demo`'s prompts, at the demo defaults."
     from easyanimate.evaluate import evaluate
-    report = evaluate(demo_generate_fn(demo_pipeline(path)), eval_prompts(seen, held_out, seed), verbose=False)
+    pipe = demo_pipeline(path)
+    report = evaluate(demo_generate_fn(pipe, mode=mode), eval_prompts(seen, held_out, seed), verbose=False, mode=mode,
+                      n_frames=DEMO_LONG_FRAMES if mode == 'long' else DEMO_FRAMES, size=DEMO_SIZE)
     return {k: report[k] for k in ('seen', 'held_out', 'all')}
+
+def evaluate_stage_models(work, models) -> dict:
+    "Scores of the recipe's pipeline folders: text-to-video for each, and every mode for an inpaint model (the final one)."
+    from easyanimate.evaluate import MODES
+    scores = {}
+    for name, folder in models.items():
+        inpaint = json.loads((Path(work) / folder / 'transformer' / 'config.json').read_text())['in_channels'] == INPAINT_CHANNELS
+        for mode in MODES if inpaint else ('t2v',):
+            scores[name if mode == 't2v' else f"{name}_{mode}"] = evaluate_model(Path(work) / folder, mode=mode)
+    return scores
 
 TRAINING_RECORD = 'training_record.json'
 
@@ -270,7 +289,7 @@ def train_demo_model(work='demo_work', out=None, n_clips: int = 600, n_images: i
         opts = {**stage_paths(stage, work), 'resume_from_checkpoint': 'latest', **options.get(stage, {})}
         _run_step(work, stage, lambda: train_stage(configs / f'demo_{stage}.yaml', work / 'logs' / f'{stage}.log', **opts) and None, log)
     models = _run_step(work, 'assemble', lambda: dict(models=assemble_stage_models(work, stages)), log)['models']
-    _run_step(work, 'evaluate', lambda: dict(scores={name: evaluate_model(work / folder) for name, folder in models.items()}), log)
+    _run_step(work, 'evaluate', lambda: dict(scores=evaluate_stage_models(work, models)), log)
     model = work / models['final']
     write_training_record(work, model)
     if out is not None:
@@ -281,7 +300,7 @@ def train_demo_model(work='demo_work', out=None, n_clips: int = 600, n_images: i
 # %% ../nbs/13_demo_model.ipynb #27d2d21c
 def main(argv=None) -> int:
     "`python -m easyanimate.demo_model`: run the demo-model recipe."
-    p = argparse.ArgumentParser(prog='python -m easyanimate.demo_model', description='Train the bundled demo model (CPU, under an hour on 2 cores).')
+    p = argparse.ArgumentParser(prog='python -m easyanimate.demo_model', description='Train the bundled demo model (CPU, about an hour and a half on 2 cores).')
     p.add_argument('--work', default='demo_work', help='working folder: data, logs, checkpoints, recipe.json (default demo_work)')
     p.add_argument('--out', default=None, help='copy the finished pipeline folder here (e.g. easyanimate/demo_model)')
     p.add_argument('--clips', type=int, default=600, help='training clips'); p.add_argument('--images', type=int, default=2000, help='training images')
@@ -323,14 +342,14 @@ def demo_pipeline(path=None, device='cpu'):
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
-def demo_generate_fn(pipe, steps=None, sampler=None, guidance=None, keep=None):
-    "`evaluate`'s generate_fn(prompt, seed) for `pipe` at the demo defaults; each clip is also appended to list `keep` when given."
+def demo_generate_fn(pipe, steps=None, sampler=None, guidance=None, keep=None, mode: str = 't2v'):
+    "`evaluate`'s generate_fn(prompt, seed, **given frames) for `pipe` at the demo defaults (`long`: 48 frames in 16-frame segments); each clip is also appended to list `keep` when given."
     from easyanimate.evaluate import pipeline_generate_fn
-    d = DEMO_DEFAULTS
+    d, long = DEMO_DEFAULTS, mode == 'long'
     gen = pipeline_generate_fn(pipe, steps=steps or d['steps'], sampler=sampler or d['sampler'], guidance=d['guidance'] if guidance is None else guidance,
-                               n_frames=d['frames'], size=DEMO_SIZE)
-    def generate(prompt, seed):
-        clip = gen(prompt, seed)
+                               n_frames=DEMO_LONG_FRAMES if long else d['frames'], size=DEMO_SIZE, segment_frames=d['frames'] if long else None)
+    def generate(prompt, seed, **given):
+        clip = gen(prompt, seed, **given)
         if keep is not None: keep.append((prompt, clip))
         return clip
     return generate

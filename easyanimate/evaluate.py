@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import numpy as np
 from .utils import EasyAnimateError, atomic_path
-from .shapes import COLOURS, DIRECTIONS, ClipSpec, eval_prompts, parse_caption, render_clip, rgb_to_lab
+from .shapes import COLOURS, DIRECTIONS, ClipSpec, caption, eval_prompts, parse_caption, render_clip, rgb_to_lab
 
 # %% auto #0
 __all__ = ['SHAPE_THRESHOLDS', 'MODES', 'as_frames', 'estimate_background', 'foreground_mask', 'label_components',
            'largest_blobs', 'nearest_colour', 'blob_colour', 'detect_colour', 'centroid_track', 'theil_sen',
            'blob_velocity', 'direction_name', 'detect_direction', 'shape_features', 'shape_name', 'detect_shape',
-           'jitter', 'flicker', 'temporal_smoothness', 'analyse_clip', 'degrade', 'psnr', 'given_frames', 'jump_ratio',
-           'summarise', 'format_report', 'evaluate', 'render_generate_fn', 'pipeline_generate_fn', 'add_evaluate_args',
-           'BelowBar', 'check_bars', 'run_evaluate_demo', 'evaluate_from_args']
+           'jitter', 'flicker', 'temporal_smoothness', 'analyse_clip', 'degrade', 'psnr', 'given_frames', 'mode_prompt',
+           'jump_ratio', 'summarise', 'format_report', 'evaluate', 'render_generate_fn', 'pipeline_generate_fn',
+           'add_evaluate_args', 'BelowBar', 'check_bars', 'run_evaluate_demo', 'evaluate_from_args']
 
 # %% ../nbs/14_evaluate.ipynb #e82742aa
 def as_frames(video) -> np.ndarray:
@@ -225,6 +225,12 @@ def given_frames(p, mode: str, n_frames: int = 16, size: int = 64) -> dict:
     clip = render_clip(ClipSpec(p.colour, p.shape, p.direction, p.size, 'fast', seed=p.seed), n_frames, size)
     return dict(image=clip[0]) if mode == 'i2v' else dict(image=clip[0], end_image=clip[-1])
 
+def mode_prompt(p, mode: str) -> str:
+    "The prompt `mode` gives for `p`: its own, or for long videos its shape small and slow, whose path holds 48 frames."
+    _check_mode(mode)
+    if mode != 'long': return p.prompt
+    return caption(ClipSpec(p.colour, p.shape, p.direction, 'small', 'slow'), speed_word=True)
+
 def jump_ratio(frames, background=None, min_step: float = 0.5) -> float:
     "Largest step (px) of the shape's centre between consecutive frames over the median step (floored at `min_step`); NaN under 3 frames with a shape."
     t, xy = centroid_track(largest_blobs(foreground_mask(as_frames(frames), background)))
@@ -263,11 +269,12 @@ def evaluate(generate_fn, prompts=None, background=None, verbose: bool = True, p
     rows = []
     for p in tqdm(eval_prompts() if prompts is None else prompts, desc='evaluate', disable=not progress, leave=False):
         given = given_frames(p, mode, n_frames, size)
-        video = as_frames(generate_fn(p.prompt, p.seed, **given) if given else generate_fn(p.prompt, p.seed))
+        prompt = mode_prompt(p, mode)
+        video = as_frames(generate_fn(prompt, p.seed, **given) if given else generate_fn(prompt, p.seed))
         a = analyse_clip(video, background)
         psnr_of = lambda key, k: psnr(given[key], video[k]) if key in given else float('nan')
         ok = dict(colour_ok=a['colour'] == p.colour, direction_ok=a['direction'] == p.direction)
-        rows.append(dict(prompt=p.prompt, seed=p.seed, held_out=p.held_out, colour=p.colour, direction=p.direction, shape=p.shape,
+        rows.append(dict(prompt=prompt, seed=p.seed, held_out=p.held_out, colour=p.colour, direction=p.direction, shape=p.shape,
                          detected_colour=a['colour'], detected_direction=a['direction'], detected_shape=a['shape'], velocity=a['velocity'],
                          **ok, both_ok=all(ok.values()), shape_ok=a['shape'] == p.shape, jitter=a['jitter'], flicker=a['flicker'],
                          start_psnr=psnr_of('image', 0), end_psnr=psnr_of('end_image', -1), jump_ratio=jump_ratio(video, background) if mode == 'long' else float('nan')))
@@ -281,7 +288,6 @@ def render_generate_fn(n_frames: int = 16, size: int = 64, speed: str = 'fast', 
     "A `generate_fn` that renders the prompt exactly (then `degrade`s it): what a perfect demo model would produce (given frames are its own)."
     def generate(prompt, seed, image=None, end_image=None):
         w = {'speed': speed, **parse_caption(prompt)}
-        if n_frames > 16: w.update(size='small', speed='slow')   # long clips: small and slow, to stay in the frame
         clip = render_clip(ClipSpec(**w, seed=seed), n_frames, size)
         return degrade(clip, seed=seed, **degrade_kwargs) if degrade_kwargs else clip
     return generate

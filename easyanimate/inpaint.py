@@ -20,10 +20,10 @@ from .video_io import to_frames
 __all__ = ['LATENT_CHANNELS', 'INPAINT_CHANNELS', 'NUM_IMAGE_TOKENS', 'IMAGE_ENCODER', 'CLIP_APPLY_RATIO', 'LONG_VIDEO_OVERLAP',
            'V2V_STRENGTH', 'is_inpaint_model', 'widen_transformer', 'encode_video', 'check_mask', 'inpaint_latents',
            'tiny_image_encoder', 'save_image_encoder', 'load_image_encoder', 'image_embeds', 'ConditionFrames',
-           'condition_frames', 'pixels_to_tensor', 'Condition', 'check_strength', 'check_v2v_strength', 'model_name',
-           'text_only_refusal', 'prepare_condition', 'denoising_steps', 'strength_timesteps', 'start_latents',
-           'widen_pipeline', 'tiny_inpaint_pipeline', 'crossfade', 'segment_lengths', 'check_last_segment',
-           'generate_long', 'read_input', 'plan_inputs', 'time_modes']
+           'condition_frames', 'pixels_to_tensor', 'given_latents', 'Condition', 'check_strength', 'check_v2v_strength',
+           'model_name', 'text_only_refusal', 'prepare_condition', 'denoising_steps', 'strength_timesteps',
+           'start_latents', 'widen_pipeline', 'tiny_inpaint_pipeline', 'crossfade', 'segment_lengths',
+           'check_last_segment', 'generate_long', 'read_input', 'plan_inputs', 'time_modes']
 
 # %% ../nbs/17_inpaint.ipynb #265849db
 LATENT_CHANNELS = 4
@@ -188,6 +188,12 @@ def pixels_to_tensor(pixels) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
 
 
+# %% ../nbs/17_inpaint.ipynb #59118907
+def given_latents(mask, vae_scale_factor) -> torch.Tensor:
+    "1 where a latent pixel covers only kept pixels of pixel `mask` [1, 1, F, H, W] (1 = generate), else 0: [1, 1, F, H/f, W/f]."
+    f = vae_scale_factor
+    return 1 - torch.nn.functional.max_pool3d(mask.float(), (1, f, f))
+
 # %% ../nbs/17_inpaint.ipynb #1de033bd
 @dataclass
 class Condition:
@@ -196,6 +202,7 @@ class Condition:
     image_embeds: torch.Tensor | None = None     # [B, E]
     init: torch.Tensor | None = None             # [B, 4, F, h, w]: the input clip's latents, when strength < 1
     clip_apply_ratio: float = CLIP_APPLY_RATIO
+    keep: torch.Tensor | None = None             # [1, 1, F, h, w]: 1 where the latents are given (keep_given), else None
 
     def model_kwargs(self, i, steps, cfg) -> dict:
         "The transformer's extra inputs at step `i` of `steps` (doubled for guidance: the unconditional half never sees the image tokens)."
@@ -207,6 +214,13 @@ class Condition:
             kw['clip_encoder_hidden_states'] = torch.cat([torch.zeros_like(e), e]) if cfg else e
             kw['clip_attention_mask'] = torch.cat([torch.zeros_like(on), on]) if cfg else on
         return kw
+
+    def put_back_given(self, latents, scheduler, noise, timesteps, i) -> torch.Tensor:
+        "After step `i`: the given parts of `latents` replaced by the given clip's latents, noised to the next step's level (clean after the last)."
+        if self.keep is None: return latents
+        given = self.inpaint[:, LATENT_CHANNELS:]
+        if i + 1 < len(timesteps): given = scheduler.add_noise(given, noise, timesteps[i + 1:i + 2].repeat(len(given)))
+        return (self.keep * given + (1 - self.keep) * latents).to(latents.dtype)
 
 def check_strength(strength, clip_apply_ratio=CLIP_APPLY_RATIO):
     if not isinstance(strength, (int, float)) or not 0 < strength <= 1:
@@ -232,7 +246,7 @@ def text_only_refusal(transformer, mode, model='this model', flags=False) -> str
             f"({channels} input channels): {'--video with --strength' if flags else 'a video without a mask with strength < 1'} works with it")
 
 def prepare_condition(pipe, batch, video_length, height, width, image=None, end_image=None, video=None, mask_video=None,
-                      strength=1.0, clip_apply_ratio=CLIP_APPLY_RATIO, device=None) -> Condition:
+                      strength=1.0, clip_apply_ratio=CLIP_APPLY_RATIO, device=None, keep_given=True) -> Condition:
     "Check a request and turn it into the `Condition` of `pipe`'s transformer (zero inpaint latents where everything is generated)."
     check_strength(strength, clip_apply_ratio)
     req = condition_frames(video_length, height, width, image, end_image, video, mask_video)
@@ -247,7 +261,9 @@ def prepare_condition(pipe, batch, video_length, height, width, image=None, end_
         f = pipe.vae_scale_factor
         cond.inpaint = torch.zeros(batch, 2 * LATENT_CHANNELS, video_length, height // f, width // f, device=device, dtype=dtype)
     elif inpaint_model:
-        cond.inpaint = inpaint_latents(pipe.vae, pixels, torch.from_numpy(req.mask)[None, None].to(device), device=device).to(device, dtype).repeat(batch, 1, 1, 1, 1)
+        mask = torch.from_numpy(req.mask)[None, None].to(device)
+        cond.inpaint = inpaint_latents(pipe.vae, pixels, mask, device=device).to(device, dtype).repeat(batch, 1, 1, 1, 1)
+        if keep_given: cond.keep = given_latents(mask, pipe.vae_scale_factor).to(dtype)
     encoder = getattr(pipe, 'image_encoder', None)
     if req.clip_frame is not None and encoder is not None and pipe.transformer.clip_projection is not None:
         cond.image_embeds = image_embeds(encoder, pipe.image_processor, [Image.fromarray(req.clip_frame)]).to(device, dtype).repeat(batch, 1)

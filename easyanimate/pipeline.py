@@ -324,7 +324,8 @@ def generate(self, prompt=None, negative_prompt=None, video_length=None, height=
              return_dict=True, callback_on_step_end=None, callback_on_step_end_tensor_inputs=('latents',), clean_caption=True,
              max_sequence_length=MAX_SEQUENCE_LENGTH, decode_chunk_size=8, num_frames=None, prompt_embeds=None,
              negative_prompt_embeds=None, prompt_attention_mask=None, negative_prompt_attention_mask=None, image=None, end_image=None,
-             video=None, mask_video=None, strength=1.0, clip_apply_ratio=CLIP_APPLY_RATIO, segment_frames=None, overlap=LONG_VIDEO_OVERLAP):
+             video=None, mask_video=None, strength=1.0, clip_apply_ratio=CLIP_APPLY_RATIO, segment_frames=None, overlap=LONG_VIDEO_OVERLAP,
+             keep_given=True):
     "Generate videos for `prompt` (a string or a list) or `prompt_embeds`; what is left out comes from `generation_defaults`; one frame makes images. Start/end image, video, mask, strength and long videos: the inpainting chapter."
     d = self.generation_defaults
     frames = _frame_count(video_length, num_frames, d['frames'])
@@ -339,7 +340,7 @@ def generate(self, prompt=None, negative_prompt=None, video_length=None, height=
                           negative_prompt_attention_mask, max_sequence_length, names={'video_length': 'num_frames' if num_frames is not None else 'video_length'})
     device, cfg, generator = self._execution_device, guidance_scale > 1, _generator(generator, seed)
     self._guidance_scale, self._interrupt = guidance_scale, False
-    cond = prepare_condition(self, n * num_videos_per_prompt, frames, height, width, image, end_image, video, mask_video, strength, clip_apply_ratio, device)
+    cond = prepare_condition(self, n * num_videos_per_prompt, frames, height, width, image, end_image, video, mask_video, strength, clip_apply_ratio, device, keep_given)
     embeds, mask, neg_embeds, neg_mask = self.encode_prompt(prompt, negative_prompt, cfg, num_videos_per_prompt, device, clean_caption,
                                                             max_sequence_length, prompt_embeds, negative_prompt_embeds,
                                                             prompt_attention_mask, negative_prompt_attention_mask)
@@ -347,7 +348,8 @@ def generate(self, prompt=None, negative_prompt=None, video_length=None, height=
     self.scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps = self.scheduler.timesteps if strength == 1 else strength_timesteps(self.scheduler, num_inference_steps, strength)
     self._num_timesteps = len(timesteps)
-    latents = start_latents(self.scheduler, cond, self.prepare_latents(n * num_videos_per_prompt, frames, height, width, embeds.dtype, device, generator, latents), timesteps)
+    start_noise = self.prepare_latents(n * num_videos_per_prompt, frames, height, width, embeds.dtype, device, generator, latents)
+    latents = start_latents(self.scheduler, cond, start_noise, timesteps)
     added = self._added_cond(height, width, context.shape[0], device, embeds.dtype)
     extra = step_kwargs(self.scheduler, generator, eta)
     with cached_run(self, len(timesteps)):
@@ -356,6 +358,7 @@ def generate(self, prompt=None, negative_prompt=None, video_length=None, height=
             if self.interrupt: break
             noise = self.predict_noise(latents, t, context, context_mask, guidance_scale, added, **cond.model_kwargs(i, len(timesteps), cfg))
             latents = self.scheduler.step(noise, t, latents.float(), **extra).prev_sample.to(embeds.dtype)
+            latents = cond.put_back_given(latents, self.scheduler, start_noise / self.scheduler.init_noise_sigma, timesteps, i)
             if callback_on_step_end is not None:
                 state = dict(latents=latents, prompt_embeds=embeds, negative_prompt_embeds=neg_embeds)
                 out = callback_on_step_end(self, i, t, {k: state[k] for k in callback_on_step_end_tensor_inputs}) or {}

@@ -5,16 +5,17 @@
 # %% ../nbs/12_shapes.ipynb #cdb962db
 from __future__ import annotations
 import json, random, itertools
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 import numpy as np
 from .utils import EasyAnimateError, atomic_path
 
 # %% auto #0
-__all__ = ['BACKGROUND', 'COLOURS', 'SHAPES', 'DIRECTIONS', 'SIZES', 'SPEEDS', 'SPEED_WORDS', 'HELD_OUT', 'rgb_to_lab',
-           'palette_distances', 'ClipSpec', 'caption', 'parse_caption', 'shape_coverage', 'centre_track', 'render_clip',
-           'frame_grid', 'all_combos', 'train_combos', 'write_clip', 'read_clip', 'roundtrip_colour_shift',
-           'make_dataset', 'caption_vocabulary', 'EvalPrompt', 'eval_prompts']
+__all__ = ['BACKGROUND', 'COLOURS', 'SHAPES', 'DIRECTIONS', 'SIZES', 'SPEEDS', 'PATH_FRAMES', 'SPEED_WORDS', 'EDGE_MARGIN',
+           'HELD_OUT', 'rgb_to_lab', 'palette_distances', 'ClipSpec', 'caption', 'parse_caption', 'shape_coverage',
+           'frames_in_frame', 'path_frames', 'centre_track', 'render_clip', 'frame_grid', 'all_combos', 'train_combos',
+           'write_clip', 'read_clip', 'roundtrip_colour_shift', 'make_dataset', 'caption_vocabulary', 'EvalPrompt',
+           'eval_prompts']
 
 # %% ../nbs/12_shapes.ipynb #54e4e9d4
 BACKGROUND = (40, 40, 40)
@@ -24,6 +25,7 @@ SHAPES = ('circle', 'square', 'triangle')
 DIRECTIONS = {'left': (-1, 0), 'right': (1, 0), 'up': (0, -1), 'down': (0, 1)}  # image axes: y grows downwards
 SIZES = {'small': 0.22, 'big': 0.34}      # extent of the shape, as a fraction of the frame side
 SPEEDS = {'slow': 1/64, 'fast': 2/64}     # travel per frame, as a fraction of the frame side (1 and 2 px at 64 px)
+PATH_FRAMES = 48                          # the longest path; a clip cut from its middle is a window of it
 SPEED_WORDS = {'slow': 'slowly', 'fast': 'quickly'}
 
 # %% ../nbs/12_shapes.ipynb #13e124bd
@@ -57,18 +59,20 @@ def _check_word(kind, value, allowed):
 
 @dataclass(frozen=True)
 class ClipSpec:
-    "One synthetic clip: a `size` `colour` `shape` moving in `direction` at `speed`; `seed` places it."
+    "One synthetic clip: a `size` `colour` `shape` moving in `direction` at `speed`; `seed` places its path, `offset` is the path's first frame in the clip."
     colour: str
     shape: str
     direction: str
     size: str = 'big'
     speed: str = 'fast'
     seed: int = 0
+    offset: int = 0
 
     def __post_init__(self):
         for kind, allowed in (('colour', COLOURS), ('shape', SHAPES), ('direction', DIRECTIONS),
                               ('size', SIZES), ('speed', SPEEDS)):
             _check_word(kind, getattr(self, kind), tuple(allowed))
+        if not isinstance(self.offset, int) or self.offset < 0: raise EasyAnimateError(f"offset must be a whole number of frames >= 0, got {self.offset!r}")
 
     @property
     def combo(self): return (self.colour, self.shape, self.direction)
@@ -107,7 +111,9 @@ def shape_coverage(shape: str, cx: float, cy: float, extent: float, size: int, s
     return inside.reshape(size, ss, size, ss).mean((1, 3))
 
 # %% ../nbs/12_shapes.ipynb #8f39ed38
-def _start(rng, velocity, n_frames, extent, size, margin=1.0, jitter=2.0):
+EDGE_MARGIN = 1.0   # px kept between a shape and the frame's edge
+
+def _start(rng, velocity, n_frames, extent, size, margin=EDGE_MARGIN, jitter=2.0):
     "Where the centre starts on one axis: near the side it comes from if it moves along it, else mid-frame; anywhere for a still; None if it can't stay in frame."
     lo, hi = margin + extent / 2, size - margin - extent / 2
     travel = velocity * (n_frames - 1)
@@ -118,17 +124,27 @@ def _start(rng, velocity, n_frames, extent, size, margin=1.0, jitter=2.0):
     if velocity < 0: return max(a, b - rng.uniform(0, 2 * jitter))
     return size / 2 + rng.uniform(-jitter, jitter)
 
+def frames_in_frame(size_word: str, speed: str, size: int = 64) -> int:
+    "How many frames a `size_word` shape moving at `speed` can travel in a `size` px frame, from the side it comes from."
+    return int((size - 2 * EDGE_MARGIN - SIZES[size_word] * size) // (SPEEDS[speed] * size)) + 1
+
+def path_frames(spec: ClipSpec, size: int = 64) -> int:
+    "Frames of the whole path of `spec`'s shape: `PATH_FRAMES`, or fewer where the frame is too small for them."
+    return min(PATH_FRAMES, frames_in_frame(spec.size, spec.speed, size))
+
 def centre_track(spec: ClipSpec, n_frames: int = 16, size: int = 64) -> np.ndarray:
-    "Centre [n_frames, 2] (x, y in pixels) of the shape of `spec` in each frame."
+    "Centre [n_frames, 2] (x, y in pixels) of the shape of `spec` in each frame: frames `offset`.. of a path starting by the side it comes from."
     extent, step = SIZES[spec.size] * size, SPEEDS[spec.speed] * size
     v = np.array(DIRECTIONS[spec.direction], dtype=float) * step
     rng = np.random.default_rng(spec.seed)
-    start = [_start(rng, vi, n_frames, extent, size) for vi in v]
+    # a clip at the start is placed as a path of its own length; a window, as part of the whole path (so windows agree)
+    span = n_frames if not spec.offset else max(spec.offset + n_frames, path_frames(spec, size))
+    start = [_start(rng, vi, span, extent, size) for vi in v]
     if None in start:
-        room = size - 2 - extent
+        asked = f"{n_frames}" + (f" from frame {spec.offset} of its path" if spec.offset else "")
         raise EasyAnimateError(f"a {spec.size} shape moving {spec.speed} leaves a {size}px frame after "
-                               f"{int(room // step) + 1} frames; asked for {n_frames} (use fewer frames or a larger size)")
-    return np.array(start) + np.arange(n_frames)[:, None] * v
+                               f"{frames_in_frame(spec.size, spec.speed, size)} frames; asked for {asked} (use fewer frames or a larger size)")
+    return np.array(start) + (spec.offset + np.arange(n_frames))[:, None] * v
 
 def render_clip(spec: ClipSpec, n_frames: int = 16, size: int = 64, background=BACKGROUND) -> np.ndarray:
     "Frames [n_frames, size, size, 3] uint8 of `spec` on a plain `background`."
@@ -207,21 +223,26 @@ def _shuffled_cycle(rng: random.Random, items: list, n: int) -> list:
     while len(order) < n: order += rng.sample(items, len(items))
     return order[:n]
 
-def _specs(rng: random.Random, n: int, combos) -> list[ClipSpec]:
-    return [ClipSpec(*c, size=rng.choice(list(SIZES)), speed=rng.choice(list(SPEEDS)), seed=rng.randrange(2**31))
-            for c in _shuffled_cycle(rng, combos, n)]
+def _specs(rng: random.Random, n: int, combos, n_frames: int = 1, size: int = 64, window_p: float = 0.0) -> list[ClipSpec]:
+    "`n` specs of `combos`; a share `window_p` of them a window of `n_frames` cut at random from its path, the rest at its start."
+    specs = [ClipSpec(*c, size=rng.choice(list(SIZES)), speed=rng.choice(list(SPEEDS)), seed=rng.randrange(2**31))
+             for c in _shuffled_cycle(rng, combos, n)]
+    if n_frames == 1 or not window_p: return specs
+    window = lambda s: rng.randint(0, max(0, path_frames(s, size) - n_frames)) if rng.random() < window_p else 0
+    return [replace(s, offset=window(s)) for s in specs]
 
 def make_dataset(root, n_clips: int, seed: int = 0, n_frames: int = 16, size: int = 64, fps: int = 12,
-                 n_images: int = 0, speed_word_p: float = 0.5, overwrite: bool = False) -> Path:
-    "Write `n_clips` mp4 clips (and `n_images` PNG stills) of training combinations plus `metadata.json` under `root`."
+                 n_images: int = 0, speed_word_p: float = 0.5, window_p: float = 0.0, overwrite: bool = False) -> Path:
+    "Write `n_clips` mp4 clips (a share `window_p` of them cut from the middle of their paths), `n_images` PNG stills and `metadata.json` under `root`."
     root = Path(root)
     meta_path = root / 'metadata.json'
     if meta_path.exists() and not overwrite:
         raise EasyAnimateError(f"{meta_path} already exists; choose another folder or pass overwrite=True")
     if n_clips < 0 or n_images < 0: raise EasyAnimateError(f"n_clips and n_images must be >= 0, got {n_clips}, {n_images}")
+    if not 0 <= window_p <= 1: raise EasyAnimateError(f"window_p is a share of the clips, from 0 to 1; got {window_p}")
     rng = random.Random(seed)
     entries = []
-    for i, spec in enumerate(_specs(rng, n_clips, train_combos()), 1):
+    for i, spec in enumerate(_specs(rng, n_clips, train_combos(), n_frames, size, window_p), 1):
         rel = f'videos/{i:08d}.mp4'
         write_clip(render_clip(spec, n_frames, size), root / rel, fps=fps)
         entries.append(dict(file_path=rel, text=caption(spec, speed_word=rng.random() < speed_word_p), type='video'))
