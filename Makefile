@@ -58,7 +58,7 @@ bench: setup
 	$(BIN)/python bench/bench_training.py --threads 1 --clock cpu $(if $(MODEL),--model $(MODEL))
 	$(BIN)/python bench/bench_step_cache.py
 
-# The bundled demo model, trained from nothing on this machine (about an hour and a half on 2 cores; nbs/13_demo_model.ipynb):
+# The bundled demo model, trained from nothing on this machine (about an hour on 2 recent cores; nbs/13_demo_model.ipynb):
 # data, VAE, the four `easyanimate train` stages, evaluation of every mode; the result replaces easyanimate/demo_model/.
 demo-model: setup
 	bash scripts/train_demo.sh
