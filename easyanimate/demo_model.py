@@ -11,7 +11,7 @@ import torch
 from diffusers import AutoencoderKL, PixArtTransformer2DModel
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 from .utils import EasyAnimateError, atomic_path
-from .shapes import BACKGROUND, caption_vocabulary, make_dataset, eval_prompts
+from .shapes import BACKGROUND, PATH_FRAMES, caption_vocabulary, make_dataset, eval_prompts
 from .tiny import tiny_tokenizer, save_t5_style_tokenizer, PIXART_MODEL_INDEX
 from .motion_module import V1_MOTION_MODULE_KWARGS
 from .inpaint import INPAINT_CHANNELS
@@ -29,7 +29,7 @@ __all__ = ['DEMO_SIZE', 'DEMO_FRAMES', 'DEMO_FPS', 'DEMO_LONG_FRAMES', 'WINDOW_P
 
 # %% ../nbs/13_demo_model.ipynb #5d45facd
 DEMO_SIZE, DEMO_FRAMES, DEMO_FPS = 64, 16, 12
-DEMO_LONG_FRAMES = 48   # what evaluate-demo --mode long asks for: three 16-frame segments and more
+DEMO_LONG_FRAMES = PATH_FRAMES   # 48, what evaluate-demo --mode long asks for: a small slow shape's whole path
 WINDOW_P = 0.5          # share of the inpaint training clips cut from the middle of their paths
 
 # %% ../nbs/13_demo_model.ipynb #8a8d156d

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import numpy as np
 from .utils import EasyAnimateError, atomic_path
-from .shapes import COLOURS, DIRECTIONS, ClipSpec, caption, eval_prompts, parse_caption, render_clip, rgb_to_lab
+from .shapes import COLOURS, DIRECTIONS, PATH_FRAMES, ClipSpec, caption, eval_prompts, parse_caption, render_clip, rgb_to_lab
 
 # %% auto #0
 __all__ = ['SHAPE_THRESHOLDS', 'MODES', 'as_frames', 'estimate_background', 'foreground_mask', 'label_components',
@@ -391,7 +391,7 @@ def run_evaluate_demo(args) -> dict:
         raise EasyAnimateError(f"--segment-frames and --overlap are for --mode long, not {args.mode}")
     d = {'frames': 16} if args.oracle else model_defaults(model)
     pick = lambda given, key: d[key] if given is None else given
-    frames = args.frames or (48 if args.mode == 'long' else d['frames'])
+    frames = args.frames or (PATH_FRAMES if args.mode == 'long' else d['frames'])   # long: a small slow shape's whole path
     segment = (args.segment_frames or d['frames']) if args.mode == 'long' else None
     if segment is not None and frames <= segment:
         raise EasyAnimateError(f"--mode long makes clips longer than a segment: --frames {frames} must exceed --segment-frames {segment}")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from easyanimate.cli import demo_model_path, model_defaults, main
-from easyanimate.demo_model import DEMO_DEFAULTS, demo_pipeline, demo_generate_fn, read_training_record
+from easyanimate.demo_model import DEMO_DEFAULTS, demo_pipeline, demo_generate_fn, evaluate_model, read_training_record
 from easyanimate.evaluate import analyse_clip, evaluate
 from easyanimate.pipeline import check_model_dir
 from easyanimate.shapes import eval_prompts
@@ -76,9 +76,9 @@ RECORDED = lambda key: read_training_record()['steps']['evaluate']['scores'][key
 
 
 @pytest.fixture(scope='module', params=['i2v', 'first-last', 'long'])
-def mode_evaluation(pipe, request):
-    "evaluate-demo's 28 prompts in an inpaint mode at the model's defaults (long: 48 frames in 16-frame segments)."
-    return request.param, evaluate(demo_generate_fn(pipe, mode=request.param), eval_prompts(), verbose=False, mode=request.param, n_frames=48 if request.param == 'long' else 16)
+def mode_evaluation(request):
+    "evaluate-demo's 28 prompts in an inpaint mode at the model's defaults (long: 48 frames in 16-frame segments), as the recipe scores them."
+    return request.param, evaluate_model(MODEL, mode=request.param)
 
 
 def test_every_mode_scores_what_its_record_says(mode_evaluation):
