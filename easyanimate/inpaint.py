@@ -14,6 +14,7 @@ from PIL import Image
 from .utils import EasyAnimateError
 from .transformer import Transformer3DModel, pad_input_channels, is_image_projection_key
 from .video_io import to_frames
+from .latent_cache import sample_latents
 
 
 # %% auto #0
@@ -59,12 +60,12 @@ def _runs(frames):
     return new.nonzero().flatten(), new.cumsum(0) - 1
 
 @torch.no_grad()
-def encode_video(vae, video, generator=None, sample=False, chunk=8, device=None) -> torch.Tensor:
-    "Pixels [B, 3, F, H, W] in [-1, 1] -> scaled VAE latents [B, 4, F, H/8, W/8], frame by frame (posterior mean unless `sample`), on `device` (default: the VAE's)."
+def encode_video(vae, video, generator=None, sample=False, chunk=8, device=None, cache=None) -> torch.Tensor:
+    "Pixels [B, 3, F, H, W] in [-1, 1] -> scaled VAE latents [B, 4, F, H/8, W/8], frame by frame (posterior mean unless `sample`; samples through a `LatentCache` if given), on `device` (default: the VAE's)."
     b, _, f = video.shape[:3]
     weight = vae.encoder.conv_in.weight   # (vae.device and vae.dtype walk every module)
     frames = video.transpose(1, 2).flatten(0, 1).to(device=device or weight.device, dtype=weight.dtype)   # (offloaded: the execution device)
-    if sample: latents = torch.cat([vae.encode(x).latent_dist.sample(generator) for x in frames.split(chunk)])
+    if sample: latents = sample_latents(vae, frames, chunk, generator, cache)
     else:   # the mean is a function of the frame: equal frames (a tiled start image, a constant mask) are encoded once
         first, run = _runs(frames)
         latents = torch.cat([vae.encode(x).latent_dist.mode() for x in frames[first].split(chunk)])[run]
@@ -75,13 +76,13 @@ def check_mask(video, mask):
     if mask.ndim != 5 or mask.shape[1] != 1 or mask.shape[0] != video.shape[0] or mask.shape[2:] != video.shape[2:]:
         raise EasyAnimateError(f"mask must be [batch, 1, frames, height, width] like the video {tuple(video.shape)} (1 = generate, 0 = keep); got {tuple(mask.shape)}")
 
-def inpaint_latents(vae, video, mask, generator=None, sample=False, device=None) -> torch.Tensor:
+def inpaint_latents(vae, video, mask, generator=None, sample=False, device=None, cache=None) -> torch.Tensor:
     "V3's conditioning [B, 8, F, h, w]: the mask latents, then the masked-video latents (mask 1 = generate; masked pixels black)."
     check_mask(video, mask)
     mask = mask.to(video.dtype)
     masked = video * (1 - mask) - mask                 # generated pixels set to -1 (black)
-    return torch.cat([encode_video(vae, mask.expand_as(video), generator, sample, device=device),
-                      encode_video(vae, masked, generator, sample, device=device)], dim=1)
+    return torch.cat([encode_video(vae, mask.expand_as(video), generator, sample, device=device, cache=cache),
+                      encode_video(vae, masked, generator, sample, device=device, cache=cache)], dim=1)
 
 
 # %% ../nbs/17_inpaint.ipynb #3449886b

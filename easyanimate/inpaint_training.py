@@ -156,10 +156,10 @@ def to_uint8_images(frames: torch.Tensor) -> list:
     "Frames [N, 3, H, W] in [-1, 1] -> uint8 arrays [H, W, 3] (what a CLIP image processor takes)."
     return list(((frames.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
 
-def inpaint_inputs(models, pixel_values: torch.Tensor, draw: InpaintDraw) -> dict:
-    "The inpaint model's extra inputs for clips [B, F, 3, H, W] in [-1, 1] and the batch's random choices `draw`."
+def inpaint_inputs(models, pixel_values: torch.Tensor, draw: InpaintDraw, cache=None) -> dict:
+    "The inpaint model's extra inputs for clips [B, F, 3, H, W] in [-1, 1] and the batch's random choices `draw` (VAE posteriors through `cache`, a `LatentCache`, if given)."
     video, mask = pixel_values.transpose(1, 2), draw.mask.to(pixel_values).transpose(1, 2)
-    conditioning = inpaint_latents(models['vae'], video, mask, sample=True).float()
+    conditioning = inpaint_latents(models['vae'], video, mask, sample=True, cache=cache).float()
     conditioning = conditioning * (~draw.zero_inpaint).to(conditioning)[:, None, None, None, None]
     inputs = dict(inpaint_latents=conditioning)
     if models.get('image_encoder') is not None:
@@ -177,7 +177,7 @@ def batch_draw(run, batch) -> InpaintDraw:
 
 def inpaint_step_inputs(run, batch) -> dict:
     "`inpaint_inputs` for a batch of the training loop."
-    return inpaint_inputs(run['models'], batch['pixel_values'].to(run['acc'].device), batch_draw(run, batch))
+    return inpaint_inputs(run['models'], batch['pixel_values'].to(run['acc'].device), batch_draw(run, batch), run.get('latent_cache'))
 
 # %% ../nbs/19_inpaint_training.ipynb #0f656624
 def save_inpaint_sanity_check(run, batch, folder):

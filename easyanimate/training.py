@@ -17,6 +17,7 @@ from .inpaint_training import (inpaint_transformer_kwargs, inpaint_models, check
                                           save_inpaint_sanity_check)
 from .training_config import *   # re-exported: `from easyanimate.training import TrainConfig, train_config` keeps working
 from .run_folder import *
+from .latent_cache import LatentCache, sample_latents
 
 logger = logging.getLogger(__name__)
 
@@ -222,11 +223,10 @@ def load_models(config, weight_dtype=torch.float32) -> dict:
 
 # %% ../nbs/11_training.ipynb #2dca11b2
 @torch.no_grad()
-def encode_latents(vae, pixel_values, mini_batch=32, dtype=None) -> torch.Tensor:
-    "Pixels [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, C, F, h, w], encoding `mini_batch` frames at a time."
+def encode_latents(vae, pixel_values, mini_batch=32, dtype=None, cache=None) -> torch.Tensor:
+    "Pixels [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, C, F, h, w], encoding `mini_batch` frames at a time (through `cache`, a `LatentCache`, if given)."
     b, f = pixel_values.shape[:2]
-    frames = pixel_values.flatten(0, 1).to(dtype or vae.dtype)
-    latents = torch.cat([vae.encode(frames[i:i + mini_batch]).latent_dist.sample() for i in range(0, len(frames), mini_batch)])
+    latents = sample_latents(vae, pixel_values.flatten(0, 1).to(dtype or vae.dtype), mini_batch, cache=cache)
     return (latents.unflatten(0, (b, f)).transpose(1, 2) * vae.config.scaling_factor).float()
 
 def tokenize(tokenizer, texts, max_length=120):
@@ -497,7 +497,7 @@ def train(config) -> TrainResult:
     objective = DiffusionObjective(make_train_scheduler(), config.snr_loss, config.snr_gamma, config.prediction_type)
     run = dict(acc=acc, config=config, models=models, trainee=trainee, params=params, optimizer=optimizer, lr_scheduler=lr_scheduler,
                ema=ema, objective=objective, state=state, kind=kind, out=out, log=log, weight_dtype=weight_dtype, max_steps=max_steps,
-               sampler=sampler, loader=loader, dataset=dataset)
+               sampler=sampler, loader=loader, dataset=dataset, latent_cache=LatentCache(config.latent_cache_mb) if config.latent_cache_mb else None)
     acc.print(start_summary(config, dataset.samples, sum(p.numel() for p in params), acc.num_processes, max_steps, kind, state.step))
     bar = tqdm(total=max_steps, initial=state.step, desc='training', unit='step', disable=not acc.is_local_main_process, dynamic_ncols=True)
     try:
@@ -518,7 +518,7 @@ def _micro_step(run, batch):
     "Forward, NaN check, backward and (when the accumulation is complete) the optimizer step; returns the loss terms."
     acc, config, objective = run['acc'], run['config'], run['objective']
     with acc.accumulate(run['trainee']):
-        latents = encode_latents(run['models']['vae'], batch['pixel_values'].to(acc.device), config.vae_mini_batch, run['weight_dtype'])
+        latents = encode_latents(run['models']['vae'], batch['pixel_values'].to(acc.device), config.vae_mini_batch, run['weight_dtype'], run['latent_cache'])
         text = _text_inputs(run, batch['text'])
         timesteps = torch.randint(0, objective.num_train_timesteps, (latents.shape[0],), device=acc.device)
         noise = torch.randn_like(latents)
@@ -621,6 +621,7 @@ def _finish(run, losses) -> TrainResult:
             (out / 'skipped_samples.txt').write_text('\n'.join(lines) + '\n')
             acc.print(f"{len(skipped)} sample(s) were skipped (listed in {out / 'skipped_samples.txt'}):\n  " + '\n  '.join(lines[:10]))
         acc.print(end_summary(out, export, state.step, losses, list_checkpoints(out)))
+        if run['latent_cache'] is not None: acc.print(run['latent_cache'].summary())
     acc.end_training()
     return TrainResult(out, export, state.step, losses, skipped, list_checkpoints(out))
 

@@ -72,6 +72,7 @@ class TrainConfig:
     snr_gamma: float | None = None                     # min-SNR-gamma weighting of the noise MSE
     prediction_type: str | None = None                 # epsilon (v1) or v_prediction; None: what the model folder's scheduler says
     vae_mini_batch: int = 32
+    latent_cache_mb: float = 0.0                       # keep the VAE posteriors of frames seen before, up to this many MB (0: off)
     seed: int | None = 42
     # outputs
     output_dir: str = 'output_dir'
@@ -192,6 +193,7 @@ OPTION_HELP = dict(
     max_grad_norm='gradient clipping norm (0: none)', gradient_accumulation_steps='batches per optimizer step', mixed_precision='no, fp16 or bf16 (default: as accelerate launch says)',
     gradient_checkpointing='recompute activations to save memory', use_ema='keep and export EMA weights', ema_decay='EMA decay',
     snr_loss='v1 option: x0 target for t < 250', snr_gamma='min-SNR-gamma weighting of the MSE', prediction_type="epsilon (v1) or v_prediction (default: the model folder's scheduler config)", vae_mini_batch='frames per VAE encode call',
+    latent_cache_mb='keep the VAE posteriors of frames seen before, up to this many MB: repeated frames skip the VAE (0: off)',
     seed='random seed (empty: none)', output_dir='folder for checkpoints, logs, exports (one run per folder)',
     overwrite_output_dir='delete the earlier run in output_dir before starting (without it, such a folder is refused)', checkpointing_steps='checkpoint every N steps',
     checkpoints_total_limit='keep only the newest N checkpoints', resume_from_checkpoint='a checkpoint folder, or latest',
@@ -223,6 +225,7 @@ def check_config(c: TrainConfig) -> TrainConfig:
     if not 0 <= c.caption_dropout <= 1: problems.append("caption_dropout must be in [0, 1]")
     if not 0 < c.ema_decay < 1: problems.append("ema_decay must be in (0, 1)")
     if c.learning_rate <= 0: problems.append("learning_rate must be positive")
+    if not c.latent_cache_mb >= 0: problems.append(f"latent_cache_mb must be 0 (off) or a number of megabytes, not {c.latent_cache_mb}")
     if not c.lora and not c.trainable_modules: problems.append("trainable_modules is empty: name what trains (attn_temporal for the motion module, . for all)")
     if c.train_text_encoder and not c.lora: problems.append("train_text_encoder needs lora=true (the text encoder only trains through a LoRA)")
     if problems: raise EasyAnimateError("invalid training configuration: " + '; '.join(problems))
