@@ -56,6 +56,7 @@ bench: setup
 	$(BIN)/python bench/bench_kernels.py
 	$(BIN)/python bench/bench_pipeline.py --threads 1 --clock cpu $(if $(MODEL),--model $(MODEL),--sweep-frames 8,16,32,64)
 	$(BIN)/python bench/bench_training.py --threads 1 --clock cpu $(if $(MODEL),--model $(MODEL))
+	$(BIN)/python bench/bench_latent_cache.py
 	$(BIN)/python bench/bench_step_cache.py
 
 # The bundled demo model, trained from nothing on this machine (about an hour on 2 recent cores; nbs/13_demo_model.ipynb):

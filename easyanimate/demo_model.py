@@ -23,9 +23,10 @@ __all__ = ['DEMO_SIZE', 'DEMO_FRAMES', 'DEMO_FPS', 'DEMO_LONG_FRAMES', 'WINDOW_P
            'DEMO_TRANSFORMER_CONFIG', 'DEMO_MOTION_MODULE_KWARGS', 'DEMO_VIDEO_KWARGS', 'DEMO_DEFAULTS',
            'DEMO_PREDICTION_TYPE', 'STAGES', 'TRAINING_RECORD', 'make_demo_data', 'demo_vae', 'dataset_frames',
            'train_vae', 'latent_scaling_factor', 'demo_tokenizer', 'demo_text_encoder', 'save_base_model', 'config_dir',
-           'stage_paths', 'train_stage', 'assemble_demo_model', 'cpu_seconds', 'read_record', 'assemble_stage_models',
-           'evaluate_model', 'evaluate_stage_models', 'write_training_record', 'train_demo_model', 'main',
-           'read_training_record', 'plot_training_record', 'demo_pipeline', 'demo_generate_fn']
+           'stage_paths', 'train_stage', 'assemble_demo_model', 'drop_source_paths', 'cpu_seconds', 'read_record',
+           'assemble_stage_models', 'evaluate_model', 'evaluate_stage_models', 'write_training_record',
+           'train_demo_model', 'main', 'read_training_record', 'plot_training_record', 'demo_pipeline',
+           'demo_generate_fn']
 
 # %% ../nbs/13_demo_model.ipynb #5d45facd
 DEMO_SIZE, DEMO_FRAMES, DEMO_FPS = 64, 16, 12
@@ -180,9 +181,16 @@ def assemble_demo_model(base, dest, transformer_checkpoint, motion_module=None, 
     tmp = dest.with_name(dest.name + '.tmp')
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    drop_source_paths(tmp)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
+
+def drop_source_paths(folder):
+    "Remove the `_name_or_path` that `from_pretrained` leaves in a component's config.json (a path on the machine that made the folder)."
+    for cfg in Path(folder).glob('*/config.json'):
+        config = json.loads(cfg.read_text())
+        if config.pop('_name_or_path', None) is not None: cfg.write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
 
 # %% ../nbs/13_demo_model.ipynb #5b7d7b3d
 def _load() -> float: return round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else float('nan')
@@ -208,7 +216,8 @@ def _run_step(work, name, fn, log):
     step = dict(seconds=round(time.time() - t0, 1), cpu_seconds=round(cpu_seconds() - cpu0, 1), load_start=load0, load_end=_load(), **extra)
     record = read_record(work)
     record['steps'][name] = step
-    record['machine'] = dict(cpus=os.cpu_count(), torch_threads=torch.get_num_threads(), processor=platform.processor() or platform.machine(), torch=torch.__version__)
+    record['machine'] = dict(cpus=os.cpu_count(), torch_threads=torch.get_num_threads(), processor=platform.processor() or platform.machine(), torch=torch.__version__,
+                             cpu_capability=torch.backends.cpu.get_cpu_capability())   # AVX2, AVX512, ...: the kernels PyTorch picked
     with atomic_path(Path(work) / 'recipe.json') as tmp: tmp.write_text(json.dumps(record, indent=1))
     print(f"{name}: {step['seconds']:.0f} s", file=log, flush=True)
     return step

@@ -29,6 +29,7 @@ def test_folder_is_complete_small_and_safetensors_only():
     assert not [p for p in files if p.suffix in ('.bin', '.pt', '.pth', '.ckpt')]
     assert {p.parent.name for p in files if p.suffix == '.safetensors'} == {'transformer', 'vae', 'text_encoder'}
     assert {k: model_defaults(MODEL)[k] for k in DEMO_DEFAULTS} == DEMO_DEFAULTS
+    assert not [p for p in MODEL.glob('*/config.json') if '_name_or_path' in json.loads(p.read_text())]   # no path of the machine that trained it
 
 
 def test_components_load_with_the_standard_classes():
