@@ -59,7 +59,7 @@ bench: setup
 	$(BIN)/python bench/bench_latent_cache.py
 	$(BIN)/python bench/bench_step_cache.py
 
-# The bundled demo model, trained from nothing on this machine (about an hour on 2 recent cores; nbs/13_demo_model.ipynb):
+# The bundled demo model, trained from nothing on this machine (82 min measured on an AVX2-only 2-core machine; nbs/13_demo_model.ipynb):
 # data, VAE, the four `easyanimate train` stages, evaluation of every mode; the result replaces easyanimate/demo_model/.
 demo-model: setup
 	bash scripts/train_demo.sh

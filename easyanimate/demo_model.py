@@ -309,7 +309,7 @@ def train_demo_model(work='demo_work', out=None, n_clips: int = 600, n_images: i
 # %% ../nbs/13_demo_model.ipynb #27d2d21c
 def main(argv=None) -> int:
     "`python -m easyanimate.demo_model`: run the demo-model recipe."
-    p = argparse.ArgumentParser(prog='python -m easyanimate.demo_model', description='Train the bundled demo model (CPU: about an hour on 2 recent cores).')
+    p = argparse.ArgumentParser(prog='python -m easyanimate.demo_model', description='Train the bundled demo model (CPU: under an hour and a half on 2 cores).')
     p.add_argument('--work', default='demo_work', help='working folder: data, logs, checkpoints, recipe.json (default demo_work)')
     p.add_argument('--out', default=None, help='copy the finished pipeline folder here (e.g. easyanimate/demo_model)')
     p.add_argument('--clips', type=int, default=600, help='training clips'); p.add_argument('--images', type=int, default=2000, help='training images')
