@@ -177,7 +177,7 @@ def batch_draw(run, batch) -> InpaintDraw:
 
 def inpaint_step_inputs(run, batch) -> dict:
     "`inpaint_inputs` for a batch of the training loop."
-    return inpaint_inputs(run['models'], batch['pixel_values'].to(run['acc'].device), batch_draw(run, batch), run.get('latent_cache'))
+    return inpaint_inputs(run['models'], batch['pixel_values'].to(run['acc'].device), batch_draw(run, batch), run['latent_cache'])
 
 # %% ../nbs/19_inpaint_training.ipynb #0f656624
 def save_inpaint_sanity_check(run, batch, folder):
