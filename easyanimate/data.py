@@ -31,6 +31,7 @@ class Sample:
     type: str = 'video'
     width: int | None = None
     height: int | None = None
+    text_to_video: bool = True   # inpaint training may keep no frame of it (false: a clip cut from the middle of a motion)
 
 # %% ../nbs/10_data.ipynb #424b04ec
 def _int_or_none(v):
@@ -62,7 +63,7 @@ def read_webvid(meta, video_folder) -> list[Sample]:
 
 # %% ../nbs/10_data.ipynb #a340af7d
 def read_json_list(meta, root=None) -> list[Sample]:
-    "Samples of v1's JSON list: `file_path` (relative to `root`, default the JSON's folder), `text`, `type`."
+    "Samples of v1's JSON list: `file_path` (relative to `root`, default the JSON's folder), `text`, `type`, and optionally `text_to_video` (see `Sample`)."
     meta = _existing(meta, 'dataset JSON')
     root = Path(root) if root is not None else meta.parent
     try: entries = json.loads(meta.read_text(encoding='utf-8'))
@@ -75,7 +76,9 @@ def read_json_list(meta, root=None) -> list[Sample]:
         kind = e.get('type', 'image')
         if kind not in SAMPLE_TYPES: raise EasyAnimateError(f"{meta}: entry {i} has type {kind!r}; use one of {SAMPLE_TYPES}")
         if 'text' not in e: uncaptioned.append(i)
-        samples.append(Sample(str(root/e['file_path']), str(e.get('text') or ''), kind, _int_or_none(e.get('width')), _int_or_none(e.get('height'))))
+        t2v = e.get('text_to_video', True)
+        if not isinstance(t2v, bool): raise EasyAnimateError(f"{meta}: entry {i} has text_to_video {t2v!r}; use true or false (false: inpaint training always keeps frames of it)")
+        samples.append(Sample(str(root/e['file_path']), str(e.get('text') or ''), kind, _int_or_none(e.get('width')), _int_or_none(e.get('height')), t2v))
     if uncaptioned:
         raise missing_caption_error(meta, [f"entry {i}" for i in uncaptioned], 'text', entries[uncaptioned[0]],
                                     "v1's JSON list holds the caption under \"text\": rename the key")
@@ -259,16 +262,16 @@ class VideoImageDataset(torch.utils.data.Dataset):
                 index = self._next_of_type(index)
         else: raise EasyAnimateError(f"{len(skipped)} {s.type} samples in a row could not be used (last: {s.path}: {skipped[-1][1]}); check the dataset")
         text = '' if rng.random() < self.caption_dropout else s.text
-        return dict(pixel_values=pixels, text=text, type=s.type, index=index, skipped=skipped)
+        return dict(pixel_values=pixels, text=text, type=s.type, index=index, skipped=skipped, text_to_video=s.text_to_video)
 
 # %% ../nbs/10_data.ipynb #03d3b570
 def collate_samples(examples) -> dict:
-    "Stack examples of one shape into a batch: pixel_values [B, F, 3, H, W], text, type, index, skipped."
+    "Stack examples of one shape into a batch: pixel_values [B, F, 3, H, W], text, type, index, skipped, text_to_video."
     shapes = {tuple(e['pixel_values'].shape) for e in examples}
     if len(shapes) > 1: raise EasyAnimateError(f"a batch mixes clip shapes {sorted(shapes)}: batch with BucketBatchSampler, which groups samples of one type and size")
     return dict(pixel_values=torch.stack([e['pixel_values'] for e in examples]), text=[e['text'] for e in examples],
                 type=[e['type'] for e in examples], index=torch.tensor([e['index'] for e in examples]),
-                skipped=[s for e in examples for s in e['skipped']])
+                skipped=[s for e in examples for s in e['skipped']], text_to_video=[e['text_to_video'] for e in examples])
 
 # %% ../nbs/10_data.ipynb #4b382a6e
 ASPECT_RATIO_512 = {

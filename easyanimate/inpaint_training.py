@@ -17,10 +17,10 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'TRAIN_MODES', 'MASK_KINDS', 'VIDEO_KIND_P', 'IMAGE_KIND_P', 'MAX_KEPT', 'CLIP_FIRST_P', 'CLIP_KEEP_P',
-           'T2V_ZERO_P', 'kind_probabilities', 'draw_mask_kind', 'random_box', 'kept_frames', 'random_mask',
-           'frequency_tolerance', 'clip_frame_index', 'InpaintDraw', 'draw_inpaint_batch', 'batch_rng',
+           'T2V_ZERO_P', 'kind_probabilities', 'draw_mask_kind', 'mask_weight_problems', 'random_box', 'kept_frames',
+           'random_mask', 'frequency_tolerance', 'clip_frame_index', 'InpaintDraw', 'draw_inpaint_batch', 'batch_rng',
            'inpaint_transformer_kwargs', 'inpaint_models', 'check_inpaint_trainable', 'to_uint8_images',
-           'inpaint_inputs', 'batch_draw', 'inpaint_step_inputs', 'save_inpaint_sanity_check']
+           'inpaint_inputs', 'mask_weights', 'batch_draw', 'inpaint_step_inputs', 'save_inpaint_sanity_check']
 
 # %% ../nbs/19_inpaint_training.ipynb #3aecd46c
 TRAIN_MODES = ('normal', 'inpaint')
@@ -29,16 +29,35 @@ VIDEO_KIND_P = (0.05, 0.3, 0.3, 0.3, 0.05)
 IMAGE_KIND_P = (0.2, 0.8)
 MAX_KEPT = 4         # kinds 2 and 3 keep 1..4 frames at each end
 
-def kind_probabilities(n_frames) -> tuple:
-    "V4's probabilities of the mask kinds for a clip of `n_frames`: an image gets only kinds 0 and 1; two frames have no middle for kind 3, whose share goes to the others."
-    if n_frames == 1: return IMAGE_KIND_P
-    if n_frames == 2: return tuple(0.0 if k == 3 else p / (1 - VIDEO_KIND_P[3]) for k, p in enumerate(VIDEO_KIND_P))
-    return VIDEO_KIND_P
+def kind_probabilities(n_frames, video_p=VIDEO_KIND_P, text_to_video=True) -> tuple:
+    "The probabilities of the mask kinds for a clip of `n_frames` (`video_p`: V4's unless given): an image gets only kinds 0 and 1; two frames have no middle for kind 3, whose share goes to the others; a clip that is not for `text_to_video` never gets kind 1 (nothing kept)."
+    if n_frames == 1: p = IMAGE_KIND_P
+    elif n_frames == 2: p = tuple(0.0 if k == 3 else p / (1 - video_p[3]) for k, p in enumerate(video_p))
+    else: p = tuple(video_p)
+    if text_to_video: return p
+    p = np.array(p, dtype=float)
+    p[1] = 0
+    if not p.sum() > 0: raise EasyAnimateError(f"a clip marked text_to_video false needs a mask kind other than whole, and these weights {tuple(video_p)} give it none")
+    return tuple(p / p.sum())
 
-def draw_mask_kind(n_frames, rng: np.random.Generator) -> int:
-    "A mask kind (index into `MASK_KINDS`) drawn with V4's probabilities."
-    p = kind_probabilities(n_frames)
+def draw_mask_kind(n_frames, rng: np.random.Generator, video_p=VIDEO_KIND_P, text_to_video=True) -> int:
+    "A mask kind (index into `MASK_KINDS`) drawn with the probabilities `video_p` (V4's unless given); never 'whole' for a clip not for `text_to_video`."
+    p = kind_probabilities(n_frames, video_p, text_to_video)
     return int(rng.choice(len(p), p=p))
+
+def mask_weight_problems(train_mode, video_p=None, first_k_p=None) -> list[str]:
+    "What is wrong with a run's mask weights (options `inpaint_mask_p`, `inpaint_first_k_p`); [] when nothing."
+    options = dict(inpaint_mask_p=(video_p, MASK_KINDS), inpaint_first_k_p=(first_k_p, [f'{k} kept' for k in range(1, MAX_KEPT + 1)]))
+    problems = []
+    for name, (p, names) in options.items():
+        if p is None: continue
+        if train_mode != 'inpaint': problems.append(f"{name} weighs the masks of train_mode=inpaint; this run is {train_mode}"); continue
+        try: p = [float(x) for x in p]
+        except (TypeError, ValueError): p = None
+        if p is None or len(p) != len(names) or not all(x >= 0 for x in p) or not abs(sum(p) - 1) <= 1e-6:
+            problems.append(f"{name} must be {len(names)} probabilities summing to 1, for {', '.join(names)}; got {options[name][0]}")
+        elif name == 'inpaint_mask_p' and p[3] == 1: problems.append("inpaint_mask_p must leave some probability to kinds other than first_last, which a 2-frame clip cannot use")
+    return problems
 
 # %% ../nbs/19_inpaint_training.ipynb #2d0c4e48
 def random_box(height, width, rng: np.random.Generator) -> tuple[slice, slice]:
@@ -49,21 +68,25 @@ def random_box(height, width, rng: np.random.Generator) -> tuple[slice, slice]:
     rows = side(height)
     return rows, side(width)
 
-def kept_frames(n_frames, ends, rng: np.random.Generator) -> int:
-    "k for kinds 2 (`ends`=1) and 3 (`ends`=2): uniform in 1..4, leaving at least one of `n_frames` frames to generate."
-    return int(rng.integers(1, max(1, min(MAX_KEPT, (n_frames - 1) // ends)) + 1))
+def kept_frames(n_frames, ends, rng: np.random.Generator, p=None) -> int:
+    "k for kinds 2 (`ends`=1) and 3 (`ends`=2): in 1..4, leaving at least one of `n_frames` frames to generate; uniform (V4's) or with probabilities `p` of 1, 2, 3, 4."
+    top = max(1, min(MAX_KEPT, (n_frames - 1) // ends))
+    if p is None: return int(rng.integers(1, top + 1))
+    p = np.asarray(p, dtype=float)
+    p = np.append(p[:top - 1], p[top - 1:].sum())   # a k that leaves nothing to generate gives its share to the largest that fits
+    return int(rng.choice(top, p=p / p.sum())) + 1
 
-def random_mask(n_frames, height, width, rng: np.random.Generator, kind=None) -> torch.Tensor:
-    "A mask [n_frames, 1, height, width] of one of V4's kinds (drawn with its probabilities unless given); 1 = generate, 0 = keep."
-    kind = draw_mask_kind(n_frames, rng) if kind is None else kind
-    p = kind_probabilities(n_frames)
+def random_mask(n_frames, height, width, rng: np.random.Generator, kind=None, video_p=VIDEO_KIND_P, first_k_p=None) -> torch.Tensor:
+    "A mask [n_frames, 1, height, width] of one of V4's kinds (drawn with probabilities `video_p` unless given; `first_k_p`: see `kept_frames`); 1 = generate, 0 = keep."
+    kind = draw_mask_kind(n_frames, rng, video_p) if kind is None else kind
+    p = kind_probabilities(n_frames, video_p)
     if kind not in range(len(p)) or p[kind] == 0:
         allowed = ', '.join(f'{k} ({MASK_KINDS[k]})' for k, q in enumerate(p) if q > 0)
         raise EasyAnimateError(f"mask kind {kind} does not exist for {n_frames} frame(s), which would leave nothing to generate: use {allowed}")
     mask = torch.zeros(n_frames, 1, height, width)
     if kind == 0: mask[(slice(None), 0, *random_box(height, width, rng))] = 1
     elif kind == 1: mask[:] = 1
-    elif kind == 2: mask[kept_frames(n_frames, 1, rng):] = 1
+    elif kind == 2: mask[kept_frames(n_frames, 1, rng, first_k_p):] = 1
     elif kind == 3:
         k = kept_frames(n_frames, 2, rng)
         mask[k:n_frames - k] = 1
@@ -97,10 +120,10 @@ class InpaintDraw:
     clip_frames: list           # the frame of each sample that CLIP sees
     clip_keep: bool             # the image tokens take part in this batch (one flip per batch)
 
-def draw_inpaint_batch(batch_size, n_frames, height, width, rng: np.random.Generator) -> InpaintDraw:
-    "Masks, t2v flags, CLIP frames and the image-dropout flip for a batch of clips [batch_size, n_frames, 3, height, width]."
-    kinds = [draw_mask_kind(n_frames, rng) for _ in range(batch_size)]
-    mask = torch.stack([random_mask(n_frames, height, width, rng, k) for k in kinds])
+def draw_inpaint_batch(batch_size, n_frames, height, width, rng: np.random.Generator, video_p=VIDEO_KIND_P, first_k_p=None, text_to_video=None) -> InpaintDraw:
+    "Masks, t2v flags, CLIP frames and the image-dropout flip for a batch of clips [batch_size, n_frames, 3, height, width] (mask weights: see `random_mask`; `text_to_video`: one flag per clip, default all true)."
+    kinds = [draw_mask_kind(n_frames, rng, video_p, t) for t in (text_to_video or [True] * batch_size)]
+    mask = torch.stack([random_mask(n_frames, height, width, rng, k, video_p, first_k_p) for k in kinds])
     zero = torch.tensor([bool(m.all()) and bool(rng.random() < T2V_ZERO_P) for m in mask])
     clip_frames = [clip_frame_index(n_frames, rng) for _ in range(batch_size)]
     return InpaintDraw(kinds, mask, zero, clip_frames, bool(rng.random() < CLIP_KEEP_P))
@@ -169,11 +192,16 @@ def inpaint_inputs(models, pixel_values: torch.Tensor, draw: InpaintDraw, cache=
         inputs['clip_attention_mask'] = torch.full((b, NUM_IMAGE_TOKENS), float(draw.clip_keep), device=pixel_values.device)
     return inputs
 
+def mask_weights(config) -> tuple:
+    "(video_p, first_k_p) of a run: its `inpaint_mask_p` and `inpaint_first_k_p` as numbers, or V4's."
+    numbers = lambda xs: None if xs is None else [float(x) for x in xs]
+    return tuple(numbers(config.inpaint_mask_p) or VIDEO_KIND_P), numbers(config.inpaint_first_k_p)
+
 def batch_draw(run, batch) -> InpaintDraw:
     "The random choices of a batch of the training loop, drawn from the batch's own generator (`batch_rng`)."
     acc, state, config = run['acc'], run['state'], run['config']
     b, f, _, h, w = batch['pixel_values'].shape
-    return draw_inpaint_batch(b, f, h, w, batch_rng(config.seed, state.epoch, state.batch, acc.process_index))
+    return draw_inpaint_batch(b, f, h, w, batch_rng(config.seed, state.epoch, state.batch, acc.process_index), *mask_weights(config), batch.get('text_to_video'))
 
 def inpaint_step_inputs(run, batch) -> dict:
     "`inpaint_inputs` for a batch of the training loop."

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 import yaml
 from .utils import EasyAnimateError, did_you_mean
-from .inpaint_training import TRAIN_MODES
+from .inpaint_training import TRAIN_MODES, mask_weight_problems
 
 # %% auto #0
 __all__ = ['V1_ALIASES', 'MIXED_PRECISIONS', 'LR_SCHEDULERS', 'PREDICTION_TYPES', 'OPTION_HELP', 'TrainConfig', 'option_names',
@@ -50,6 +50,8 @@ class TrainConfig:
     network_alpha: float = 64.0
     train_text_encoder: bool = False
     train_mode: str = 'normal'                         # normal (text-to-video) or inpaint (masks and image conditioning, V4's)
+    inpaint_mask_p: list | None = None                 # probabilities of the mask kinds (box, whole, first, first_last, box_span); None: V4's
+    inpaint_first_k_p: list | None = None              # probabilities of keeping 1, 2, 3, 4 frames in 'first' masks; None: uniform (V4)
     # optimisation
     train_batch_size: int = 2
     max_train_steps: int | None = 1000
@@ -187,6 +189,8 @@ OPTION_HELP = dict(
     tokenizer_max_length='T5 tokens per caption', trainable_modules='name substrings of trained parameters (attn_temporal; . for all)',
     lora='train a v1-format LoRA instead', rank='LoRA rank', network_alpha='LoRA alpha', train_text_encoder='LoRA on T5 too',
     train_mode='normal (text-to-video), or inpaint: random masks train an inpaint model (image-to-video, inpainting)',
+    inpaint_mask_p='inpaint: probabilities of the mask kinds box, whole, first, first_last, box_span (default V4\'s 0.05, 0.3, 0.3, 0.3, 0.05)',
+    inpaint_first_k_p='inpaint: probabilities of keeping the first 1, 2, 3, 4 frames in first masks (default uniform, V4\'s)',
     train_batch_size='samples per process and step', max_train_steps='optimizer steps (empty: num_train_epochs)', num_train_epochs='epochs (optional)',
     learning_rate='AdamW learning rate', scale_lr='scale the learning rate by sqrt(total batch / 256)', lr_scheduler=', '.join(LR_SCHEDULERS),
     lr_warmup_steps='warmup steps', adam_beta1='AdamW beta1', adam_beta2='AdamW beta2', adam_weight_decay='AdamW weight decay', adam_epsilon='AdamW epsilon',
@@ -213,6 +217,7 @@ def check_config(c: TrainConfig) -> TrainConfig:
     if c.lr_scheduler not in LR_SCHEDULERS: problems.append(f"lr_scheduler must be one of {LR_SCHEDULERS}")
     if c.prediction_type not in (None, *PREDICTION_TYPES): problems.append(f"prediction_type must be one of {PREDICTION_TYPES}, not {c.prediction_type!r}")
     if c.train_mode not in TRAIN_MODES: problems.append(f"train_mode must be one of {', '.join(TRAIN_MODES)}, not {c.train_mode!r}")
+    problems += mask_weight_problems(c.train_mode, c.inpaint_mask_p, c.inpaint_first_k_p)
     if c.report_to not in ('csv', 'tensorboard'): problems.append("report_to must be csv or tensorboard")
     if c.validation_format not in ('gif', 'mp4'): problems.append("validation_format must be gif or mp4")
     if c.validation_video_length is not None and c.validation_video_length < 1: problems.append("validation_video_length must be at least 1 (or empty)")

@@ -15,7 +15,7 @@ from easyanimate.shapes import make_dataset
 from easyanimate.tiny import tiny_pipeline
 from easyanimate.utils import load_state_dict, EasyAnimateError
 from easyanimate.pipeline import load_pipeline
-from PIL import Image
+from PIL import Image, ImageSequence
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
        'PYTHONWARNINGS': 'ignore'}
@@ -97,6 +97,28 @@ def test_inpaint_run_resumes_bit_identically(clip_dir, data, tmp_path):
     assert resumed.steps == 6 and resumed.losses == straight.losses[3:]
     a, b = load_state_dict(straight.export_path), load_state_dict(resumed.export_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_inpaint_run_draws_its_masks_with_the_configured_weights(t2v_dir, data, tmp_path):
+    "inpaint_mask_p / inpaint_first_k_p reach the training loop: only 'first' masks, each keeping 4 frames, in the sanity check."
+    result = T.train(config(t2v_dir, data, tmp_path / 'out', max_train_steps=1, train_batch_size=4, sanity_check=True,
+                            inpaint_mask_p=[0, 0, 1, 0, 0], inpaint_first_k_p=[0, 0, 0, 1]))
+    masked = sorted(p.name for p in (result.output_dir / 'sanity_check').glob('*-masked-*.gif'))
+    assert masked == [f'{i:02d}-masked-first.gif' for i in range(4)], masked
+    with Image.open(result.output_dir / 'sanity_check' / masked[0]) as gif:
+        frames = [np.asarray(f.convert('RGB')) for f in ImageSequence.Iterator(gif)]
+    assert frames[0].max() > 20 and frames[-1].max() < 20   # the first frames kept, the last generated (black); GIF merges equal frames
+
+
+def test_clips_marked_not_for_text_to_video_always_keep_frames(t2v_dir, data, tmp_path):
+    "An entry with text_to_video false never gets the 'whole' mask (nothing kept), whatever the weights."
+    root, meta = data['normal']
+    marked = tmp_path / 'marked.json'
+    marked.write_text(json.dumps([{**e, 'text_to_video': False} for e in json.loads(Path(meta).read_text()) if e['type'] == 'video']))
+    result = T.train(config(t2v_dir, data, tmp_path / 'out', max_train_steps=1, train_batch_size=4, sanity_check=True,
+                            train_data_meta=str(marked), inpaint_mask_p=[0, 0.9, 0.1, 0, 0]))
+    masked = sorted(p.name for p in (result.output_dir / 'sanity_check').glob('*-masked-*.gif'))
+    assert masked == [f'{i:02d}-masked-first.gif' for i in range(4)], masked
 
 
 @pytest.mark.parametrize('fmt', ['webvid', 'imagefolder'])
