@@ -31,11 +31,11 @@ __all__ = ['DEMO_SIZE', 'DEMO_FRAMES', 'DEMO_FPS', 'DEMO_LONG_FRAMES', 'WINDOW_P
 # %% ../nbs/13_demo_model.ipynb #5d45facd
 DEMO_SIZE, DEMO_FRAMES, DEMO_FPS = 64, 16, 12
 DEMO_LONG_FRAMES = PATH_FRAMES   # 48, what evaluate-demo --mode long asks for: a small slow shape's whole path
-WINDOW_P = 0.5          # share of the inpaint training clips cut from the middle of their paths
+WINDOW_P = 0.75         # share of the inpaint training clips cut from the middle of their paths
 
 # %% ../nbs/13_demo_model.ipynb #8a8d156d
 def make_demo_data(root, n_clips: int = 600, n_images: int = 2000, seed: int = 0) -> dict:
-    "Write the demo model's datasets under `root` (clips, images, and windows: clips half cut from the middle of their paths); returns their metadata files."
+    "Write the demo model's datasets under `root` (clips, images, and windows: clips three quarters cut from the middle of their paths); returns their metadata files."
     root = Path(root)
     clips = lambda name, seed, window_p: make_dataset(root / name, n_clips, seed=seed, n_frames=DEMO_FRAMES, size=DEMO_SIZE, fps=DEMO_FPS, window_p=window_p, overwrite=True)
     return dict(clips=clips('clips', seed, 0.0), images=make_dataset(root / 'images', 0, seed=seed + 1, n_frames=1, size=DEMO_SIZE, n_images=n_images, overwrite=True),

@@ -233,7 +233,7 @@ def _specs(rng: random.Random, n: int, combos, n_frames: int = 1, size: int = 64
 
 def make_dataset(root, n_clips: int, seed: int = 0, n_frames: int = 16, size: int = 64, fps: int = 12,
                  n_images: int = 0, speed_word_p: float = 0.5, window_p: float = 0.0, overwrite: bool = False) -> Path:
-    "Write `n_clips` mp4 clips (a share `window_p` of them cut from the middle of their paths), `n_images` PNG stills and `metadata.json` under `root`."
+    "Write `n_clips` mp4 clips (a share `window_p` of them cut from the middle of their paths, marked `text_to_video: false`), `n_images` PNG stills and `metadata.json` under `root`."
     root = Path(root)
     meta_path = root / 'metadata.json'
     if meta_path.exists() and not overwrite:
@@ -245,7 +245,7 @@ def make_dataset(root, n_clips: int, seed: int = 0, n_frames: int = 16, size: in
     for i, spec in enumerate(_specs(rng, n_clips, train_combos(), n_frames, size, window_p), 1):
         rel = f'videos/{i:08d}.mp4'
         write_clip(render_clip(spec, n_frames, size), root / rel, fps=fps)
-        entries.append(dict(file_path=rel, text=caption(spec, speed_word=rng.random() < speed_word_p), type='video'))
+        entries.append(dict(file_path=rel, text=caption(spec, speed_word=rng.random() < speed_word_p), type='video', **({'text_to_video': False} if spec.offset else {})))
     for i, spec in enumerate(_specs(rng, n_images, train_combos()), 1):
         rel = f'images/{i:08d}.png'
         _write_png(render_clip(spec, 1, size)[0], root / rel)

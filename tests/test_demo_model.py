@@ -55,20 +55,20 @@ def evaluation(pipe):
 
 
 def test_evaluate_demo_scores_what_the_docs_say(evaluation):
-    "Measured live: the 100% / 100% of the README and the demo-model chapter (chance is about 1 in 28)."
+    "Measured live: the 94% / 100% of the README and the demo-model chapter (chance is about 1 in 28); the one miss a colour."
     report, _ = evaluation
     right = {part: round(report[part]['both_ok'] * report[part]['n']) for part in ('seen', 'held_out')}
-    assert right == {'seen': 16, 'held_out': 12}, (right, [c for c in report['clips'] if not c['both_ok']])
-    assert report['all']['direction_ok'] == 1.0   # "every one of the 28"
+    assert right == {'seen': 15, 'held_out': 12}, (right, [c for c in report['clips'] if not c['both_ok']])
+    assert report['all']['direction_ok'] == 1.0   # "every one of the 28" moves the asked-for way
     recorded = read_training_record()['steps']['evaluate']['scores']['final']
     assert all(recorded[part]['both_ok'] == report[part]['both_ok'] for part in ('seen', 'held_out'))   # the record is this model's
 
 
 def test_shape_baseline_of_the_evaluation_chapter(evaluation):
-    "The shape accuracy the README and the demo-model chapter state (75% / 58%): every square comes out as a circle."
+    "The shape accuracy the README and the demo-model chapter state (69% / 67%): every square comes out as a circle."
     report, _ = evaluation
     right = {part: round(report[part]['shape_ok'] * report[part]['n']) for part in ('seen', 'held_out')}
-    assert right == {'seen': 12, 'held_out': 7}, (right, [(c['prompt'], c['detected_shape']) for c in report['clips'] if not c['shape_ok']])
+    assert right == {'seen': 11, 'held_out': 8}, (right, [(c['prompt'], c['detected_shape']) for c in report['clips'] if not c['shape_ok']])
     squares = [c['detected_shape'] for c in report['clips'] if c['shape'] == 'square']
     assert len(squares) == 8 and set(squares) == {'circle'}
 
@@ -93,15 +93,15 @@ def test_every_mode_scores_what_its_record_says(mode_evaluation):
 
 
 def test_the_modes_that_meet_their_targets(mode_evaluation):
-    "The issue's bars that the docs say the demo model meets: given frames >= 30 dB (i2v) and >= 28 dB (first-last), with the motion asked for."
+    "The issue's bars that the docs say the demo model meets: given frames >= 30 dB (i2v) and >= 28 dB (first-last), with the motion asked for; long videos keep their direction."
     mode, report = mode_evaluation
     seen, held = report['seen'], report['held_out']
     if mode == 'i2v':
         assert seen['start_psnr'] >= 30 and held['start_psnr'] >= 30 and seen['both_ok'] >= 0.9 and held['both_ok'] >= 0.8, (seen, held)
     elif mode == 'first-last':
         assert min(r[k] for r in (seen, held) for k in ('start_psnr', 'end_psnr')) >= 28 and report['all']['direction_ok'] >= 0.9, (seen, held)
-    else:   # long videos miss theirs (direction >= 90%, largest jump <= 3x): the docs and the record say by how much
-        assert report['all']['direction_ok'] < 0.9 or max(seen['jump_ratio'], held['jump_ratio']) > 3
+    else:   # long videos meet their direction bar (>= 90%) and miss the seam one (largest jump <= 3x): the docs and the record say by how much
+        assert seen['direction_ok'] >= 0.9 and held['direction_ok'] >= 0.9 and max(seen['jump_ratio'], held['jump_ratio']) > 3, (seen, held)
 
 
 def test_cli_generate_uses_the_demo_model(tmp_path, capsys):
