@@ -271,6 +271,10 @@ def make_data(config, num_replicas=1, rank=0):
     "Dataset, batch sampler and loader of a run."
     from easyanimate.data import load_samples, VideoImageDataset, BucketBatchSampler, aspect_buckets, make_dataloader
     samples = load_samples(config.train_data_dir, config.train_data_meta, config.train_data_format, config.caption_column)
+    marked = sum(not s.text_to_video for s in samples)
+    if marked and config.train_mode != 'inpaint' and rank == 0:
+        logger.warning(f"{marked} of {len(samples)} samples are marked text_to_video false, which only inpaint training honours: "
+                       f"this {config.train_mode} run uses them as text-to-video samples")
     image_size = config.image_sample_size or config.video_sample_size
     dataset = VideoImageDataset(samples, config.video_sample_size, config.video_sample_stride, config.video_sample_n_frames, image_size,
                                 config.video_min_frames, config.random_flip, config.caption_dropout, seed=config.seed or 0)

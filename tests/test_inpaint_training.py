@@ -121,6 +121,19 @@ def test_clips_marked_not_for_text_to_video_always_keep_frames(t2v_dir, data, tm
     assert masked == [f'{i:02d}-masked-first.gif' for i in range(4)], masked
 
 
+def test_a_normal_run_warns_that_it_uses_marked_clips_as_text_to_video(data, tmp_path, caplog):
+    "text_to_video false means something to inpaint training only: a normal run says so rather than ignore it silently."
+    root, meta = data['normal']
+    marked = tmp_path / 'marked.json'
+    marked.write_text(json.dumps([{**e, 'text_to_video': False} for e in json.loads(Path(meta).read_text())]))
+    opts = dict(pretrained_model_name_or_path='m', train_data_dir=str(root), train_data_meta=str(marked), video_sample_size=32, video_sample_n_frames=8)
+    with caplog.at_level('WARNING'): T.make_data(T.train_config(None, [], **opts, train_mode='normal'))
+    assert '8 of 8 samples are marked text_to_video false' in caplog.text and 'this normal run' in caplog.text
+    caplog.clear()
+    with caplog.at_level('WARNING'): T.make_data(T.train_config(None, [], **opts, train_mode='inpaint'))
+    assert 'text_to_video' not in caplog.text
+
+
 @pytest.mark.parametrize('fmt', ['webvid', 'imagefolder'])
 def test_inpaint_run_reads_every_dataset_format(fmt, t2v_dir, data, tmp_path):
     "The JSON format is the one of the runs above; a folder without image_encoder/ trains without image tokens."
