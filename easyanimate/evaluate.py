@@ -14,8 +14,9 @@ __all__ = ['SHAPE_THRESHOLDS', 'MODES', 'as_frames', 'estimate_background', 'for
            'largest_blobs', 'nearest_colour', 'blob_colour', 'detect_colour', 'centroid_track', 'theil_sen',
            'blob_velocity', 'direction_name', 'detect_direction', 'shape_features', 'shape_name', 'detect_shape',
            'jitter', 'flicker', 'temporal_smoothness', 'analyse_clip', 'degrade', 'psnr', 'given_frames', 'mode_prompt',
-           'jump_ratio', 'summarise', 'format_report', 'evaluate', 'render_generate_fn', 'pipeline_generate_fn',
-           'add_evaluate_args', 'BelowBar', 'check_bars', 'run_evaluate_demo', 'evaluate_from_args']
+           'centre_steps', 'jump_ratio', 'summarise', 'format_report', 'evaluate', 'render_generate_fn',
+           'pipeline_generate_fn', 'add_evaluate_args', 'BelowBar', 'check_bars', 'run_evaluate_demo',
+           'evaluate_from_args']
 
 # %% ../nbs/14_evaluate.ipynb #e82742aa
 def as_frames(video) -> np.ndarray:
@@ -231,10 +232,15 @@ def mode_prompt(p, mode: str) -> str:
     if mode != 'long': return p.prompt
     return caption(ClipSpec(p.colour, p.shape, p.direction, 'small', 'slow'), speed_word=True)
 
+def centre_steps(frames, background=None) -> tuple[np.ndarray, np.ndarray]:
+    "Frames i [N] whose next frame also shows the shape, and the step (px) of its centre from frame i to i + 1 [N]."
+    t, xy = centroid_track(largest_blobs(foreground_mask(as_frames(frames), background)))
+    next_too = np.diff(t) == 1
+    return t[:-1][next_too], np.linalg.norm(np.diff(xy, axis=0), axis=-1)[next_too]
+
 def jump_ratio(frames, background=None, min_step: float = 0.5) -> float:
     "Largest step (px) of the shape's centre between consecutive frames over the median step (floored at `min_step`); NaN under 3 frames with a shape."
-    t, xy = centroid_track(largest_blobs(foreground_mask(as_frames(frames), background)))
-    steps = np.linalg.norm(np.diff(xy, axis=0), axis=-1)[np.diff(t) == 1]
+    _, steps = centre_steps(frames, background)
     if len(steps) < 2: return float('nan')
     return float(steps.max() / max(float(np.median(steps)), min_step))
 
