@@ -341,8 +341,8 @@ def check_last_segment(lengths, overlap, end_image, height=None, width=None, nam
                                f"and {len(ends)} end frame(s): change {names[0]} or {names[1]}")
 
 def generate_long(pipe, prompt, video_length, segment_frames, overlap=LONG_VIDEO_OVERLAP, image=None, end_image=None, generator=None, seed=None,
-                  output_type='pt', return_dict=True, **kwargs):
-    "A long video in segments of `segment_frames`: each continues from the last `overlap` frames of the one before, seams cross-faded."
+                  output_type='pt', return_dict=True, segments=None, **kwargs):
+    "A long video in segments of `segment_frames`: each continues from the last `overlap` frames of the one before, seams cross-faded (each segment as made, before joining, appended to list `segments` when given)."
     from easyanimate.pipeline import EasyAnimateV1PipelineOutput, postprocess, _generator
     lengths = segment_lengths(video_length, segment_frames, overlap)
     common = dict(generator=_generator(generator, seed), **kwargs)
@@ -353,7 +353,10 @@ def generate_long(pipe, prompt, video_length, segment_frames, overlap=LONG_VIDEO
     if output_type == 'latent': raise EasyAnimateError("long videos are joined in pixels: output_type 'latent' is not available with segments")
     if not is_inpaint_model(pipe.transformer): raise EasyAnimateError(text_only_refusal(pipe.transformer, 'long', model_name(pipe)))
     check_last_segment(lengths, overlap, end_image, kwargs.get('height'), kwargs.get('width'))
-    run = lambda n, start, end: pipe(prompt, video_length=n, image=start, end_image=end, output_type='pt', return_dict=True, **common).videos
+    def run(n, start, end):
+        made = pipe(prompt, video_length=n, image=start, end_image=end, output_type='pt', return_dict=True, **common).videos
+        if segments is not None: segments.append(made)
+        return made
     video = run(lengths[0], image, None)
     for i, n in enumerate(lengths[1:], 2):
         video = crossfade(video, run(n, video[0, :, -overlap:], end_image if i == len(lengths) else None), overlap)
