@@ -12,11 +12,11 @@ from .shapes import COLOURS, DIRECTIONS, PATH_FRAMES, ClipSpec, caption, eval_pr
 # %% auto #0
 __all__ = ['SHAPE_THRESHOLDS', 'MODES', 'as_frames', 'estimate_background', 'foreground_mask', 'label_components',
            'largest_blobs', 'nearest_colour', 'blob_colour', 'detect_colour', 'centroid_track', 'theil_sen',
-           'blob_velocity', 'direction_name', 'detect_direction', 'shape_features', 'shape_name', 'detect_shape',
-           'jitter', 'flicker', 'temporal_smoothness', 'analyse_clip', 'degrade', 'psnr', 'given_frames', 'mode_prompt',
-           'centre_steps', 'jump_ratio', 'summarise', 'format_report', 'evaluate', 'render_generate_fn',
-           'pipeline_generate_fn', 'add_evaluate_args', 'BelowBar', 'check_bars', 'run_evaluate_demo',
-           'evaluate_from_args']
+           'blob_velocity', 'direction_name', 'detect_direction', 'shape_features', 'shape_name', 'outline_features',
+           'detect_shape', 'jitter', 'flicker', 'temporal_smoothness', 'analyse_clip', 'degrade', 'psnr',
+           'given_frames', 'mode_prompt', 'centre_steps', 'jump_ratio', 'summarise', 'format_report', 'evaluate',
+           'render_generate_fn', 'pipeline_generate_fn', 'add_evaluate_args', 'BelowBar', 'check_bars',
+           'run_evaluate_demo', 'evaluate_from_args']
 
 # %% ../nbs/14_evaluate.ipynb #e82742aa
 def as_frames(video) -> np.ndarray:
@@ -161,9 +161,13 @@ def shape_name(features, thresholds=SHAPE_THRESHOLDS) -> str:
     if top_bottom < thresholds['top_bottom']: return 'triangle'
     return 'square' if fill >= thresholds['square_fill'] else 'circle'
 
+def outline_features(frames, background=None) -> tuple[float, float] | None:
+    "`shape_features` (fill, top/bottom) of the largest non-background blob of `frames`; None if there is none."
+    return shape_features(largest_blobs(foreground_mask(as_frames(frames), background)))
+
 def detect_shape(frames, background=None) -> str:
     "'circle', 'square' or 'triangle': the shape of the largest non-background blob ('none' if there is none)."
-    return shape_name(shape_features(largest_blobs(foreground_mask(as_frames(frames), background))))
+    return shape_name(outline_features(frames, background))
 
 # %% ../nbs/14_evaluate.ipynb #20c49c6c
 def _dilate(mask): return mask | np.logical_or.reduce(_neighbours(mask, False))
